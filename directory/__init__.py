@@ -1,0 +1,1 @@
+"""The trust space: professionals, organisations, mailboxes, patients, whitelist, policy."""

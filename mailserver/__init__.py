@@ -1,0 +1,1 @@
+"""Hygie: the protocols and the running service (SMTP, IMAP, web, CLI)."""

@@ -1,0 +1,1 @@
+"""Authentication core shared by SMTP, IMAP and the web."""

@@ -1,0 +1,1 @@
+"""Retention rules and jobs: ten-year keeping, deletion, closure, purge."""

@@ -1,0 +1,1 @@
+"""Persistence: engine, models, migrations, key store, encrypted message store."""
