@@ -128,7 +128,7 @@ class KeyStore:
             rows = await session.execute(
                 select(MailboxKey.kek_id, func.count()).group_by(MailboxKey.kek_id)
             )
-            return {kek_id: count for kek_id, count in rows.tuples()}
+            return {kek_id: count for kek_id, count in rows.all()}
 
     async def rotate_master(self) -> RotationReport:
         """Rewrap every mailbox key under a new master key; message bodies are untouched.

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -218,6 +218,15 @@ class MessageStore:
                 raise NotFound(f"no mailbox with id {mailbox_id}")
             return MailboxInfo.of(row)
 
+    async def counts(self) -> tuple[dict[str, int], int]:
+        """Mailboxes by state and stored message copies, for metrics."""
+        async with self.database.read() as session:
+            states = await session.execute(
+                select(Mailbox.state, func.count()).group_by(Mailbox.state)
+            )
+            messages = await session.scalar(select(func.count()).select_from(Message))
+            return {state: int(n) for state, n in states.all()}, int(messages or 0)
+
     async def record_login(self, mailbox_id: int, when: datetime | None = None) -> None:
         async with self.database.write() as session, session.begin():
             await session.execute(
@@ -399,9 +408,7 @@ class MessageStore:
         async with self.database.write() as session, session.begin():
             mailboxes = {
                 row.id: row
-                for row in await session.scalars(
-                    select(Mailbox).where(Mailbox.id.in_(mailbox_ids))
-                )
+                for row in await session.scalars(select(Mailbox).where(Mailbox.id.in_(mailbox_ids)))
             }
             for mailbox_id in mailbox_ids:
                 state = mailboxes[mailbox_id].state if mailbox_id in mailboxes else None
@@ -464,9 +471,7 @@ class MessageStore:
             await session.execute(
                 update(Folder)
                 .where(Folder.id == folder_id)
-                .values(
-                    uidnext=Folder.uidnext + count, highestmodseq=Folder.highestmodseq + 1
-                )
+                .values(uidnext=Folder.uidnext + count, highestmodseq=Folder.highestmodseq + 1)
                 .returning(Folder.uidnext, Folder.highestmodseq)
                 .execution_options(synchronize_session=False)
             )
@@ -526,7 +531,12 @@ class MessageStore:
                 raise NotFound(f"no folder with id {folder_id}")
             mailbox = await session.get(Mailbox, folder.mailbox_id)
             assert mailbox is not None
-            columns = [FolderEntry.uid, Message.id, Message.mailbox_id, Message.wrapped_key]
+            columns: list[Any] = [
+                FolderEntry.uid,
+                Message.id,
+                Message.mailbox_id,
+                Message.wrapped_key,
+            ]
             columns.append(Message.header_ct)
             if not header_only:
                 columns.append(Message.body_ct)
@@ -621,7 +631,7 @@ class MessageStore:
         async with self.database.write() as session, session.begin():
             mapping, changes = await self._copy(session, source_folder_id, uids, target_folder_id)
             moved = [source for source, _new in mapping]
-            expunged, expunge_changes = await self._expunge(session, source_folder_id, moved, None)
+            _expunged, expunge_changes = await self._expunge(session, source_folder_id, moved, None)
             changes += expunge_changes
             await self.hub.stage(session, changes)
         self.hub.committed(changes)

@@ -13,6 +13,8 @@ from typing import Literal
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import MetaData
 from sqlalchemy.engine import Connection
 
@@ -59,3 +61,33 @@ def run_migrations(context: EnvironmentContext, metadata: MetaData) -> None:
             await database.dispose()
 
     asyncio.run(run())
+
+
+def head_revision(target: Target) -> str | None:
+    return ScriptDirectory.from_config(alembic_config(target, "sqlite://")).get_current_head()
+
+
+async def current_revision(url: str) -> str | None:
+    """The revision a database is at (None when it was never migrated)."""
+    database = open_database(url)
+    try:
+        async with database.reader_engine.connect() as connection:
+            return await connection.run_sync(
+                lambda sync: MigrationContext.configure(sync).get_current_revision()
+            )
+    finally:
+        await database.dispose()
+
+
+async def check_current(target: Target, url: str) -> None:
+    """Refuse to run over a database whose schema is not the one this code expects."""
+    current, head = await current_revision(url), head_revision(target)
+    if current != head:
+        raise SchemaError(
+            f"the {target} database is at revision {current or 'none'}, this version needs "
+            f"{head}: run `hygie db upgrade` first"
+        )
+
+
+class SchemaError(Exception):
+    """The database schema does not match this version of Hygie."""

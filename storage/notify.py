@@ -59,9 +59,10 @@ class Subscription:
         except asyncio.QueueFull:
             self.overflowed = True
 
-    async def get(self, timeout: float | None = None) -> Change | None:
+    async def get(self, within: float | None = None) -> Change | None:
+        """The next change, or None when none came `within` seconds."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            return await asyncio.wait_for(self.queue.get(), within)
         except TimeoutError:
             return None
 
@@ -143,7 +144,7 @@ class ChangeHub:
             try:
                 connection = await asyncpg.connect(dsn.render_as_string(hide_password=False))
                 lost = asyncio.Event()
-                connection.add_termination_listener(lambda _conn: lost.set())
+                connection.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await connection.add_listener(CHANNEL, self._on_notify)
                 if self._listening.is_set():
                     self._resynchronise_all()  # notifications may have been missed meanwhile

@@ -1,0 +1,5 @@
+"""`python -m mailserver` is the `hygie` command."""
+
+from mailserver.cli import main
+
+main()

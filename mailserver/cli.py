@@ -1,0 +1,176 @@
+"""The `hygie` command: set up, run and administer an operator node."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mailserver import init as init_module
+from mailserver import logs
+from mailserver.config import ConfigError, Settings, load_settings
+from mailserver.service import Runtime, Service
+from storage import migrate
+from storage.crypto import MasterKeyError
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data"),
+    envvar="HYGIE_DATA_DIR",
+    show_default=True,
+    help="The node's data directory (configuration, keys, certificates, SQLite files).",
+)
+
+
+def fail(message: str, code: int = 1) -> None:
+    click.echo(f"hygie: error: {message}", err=True)
+    sys.exit(code)
+
+
+def settings_for(data_dir: Path) -> Settings:
+    try:
+        return load_settings(data_dir)
+    except ConfigError as exc:
+        fail(str(exc), 2)
+        raise  # unreachable: fail exits
+
+
+def with_runtime(settings: Settings, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
+    """Run one administrative task against the node's databases, then close them."""
+
+    async def run() -> T:
+        await migrate.check_current("messages", settings.database_url)
+        await migrate.check_current("keystore", settings.keystore_url)
+        runtime = Runtime.open(settings)
+        try:
+            return await work(runtime)
+        finally:
+            await runtime.close()
+
+    try:
+        return asyncio.run(run())
+    except (migrate.SchemaError, MasterKeyError) as exc:
+        fail(str(exc))
+        raise
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hygie")
+def main() -> None:
+    """Hygie: a secure health-messaging operator (SMTP, IMAP, webmail) in a trust space."""
+    os.umask(0o077)  # keys, databases and logs are for this service's user alone
+
+
+@main.command()
+@data_dir_option
+@click.option("--domain", required=True, help="The operator domain, e.g. mssante.example.")
+def init(data_dir: Path, domain: str) -> None:
+    """Create (or complete) a data directory: configuration, keys, certificates, database.
+
+    Safe to run again: nothing that exists is overwritten.
+    """
+    try:
+        _settings, report = init_module.initialise(data_dir, domain)
+    except (ConfigError, MasterKeyError) as exc:
+        fail(str(exc), 2)
+    for item in report.created:
+        click.echo(f"created {item}")
+    for item in report.kept:
+        click.echo(f"kept    {item}")
+    click.echo("databases at the latest schema")
+
+
+@main.command()
+@data_dir_option
+def serve(data_dir: Path) -> None:
+    """Run every listener and background task until SIGTERM."""
+    settings = settings_for(data_dir)
+    log_file = settings.path(settings.logging.file) if settings.logging.file else None
+    logs.configure(settings.logging.level, log_file)
+
+    async def run() -> None:
+        await migrate.check_current("messages", settings.database_url)
+        await migrate.check_current("keystore", settings.keystore_url)
+        await Service(settings).run()
+
+    try:
+        asyncio.run(run())
+    except (migrate.SchemaError, MasterKeyError, OSError) as exc:
+        fail(str(exc))
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@data_dir_option
+def db_upgrade(data_dir: Path) -> None:
+    """Migrate the message store and the key store to this version's schema."""
+    settings = settings_for(data_dir)
+    init_module.upgrade_databases(settings)
+    for target in ("messages", "keystore"):
+        click.echo(f"{target}: at revision {migrate.head_revision(target)}")
+
+
+@main.group()
+def keys() -> None:
+    """Master key and mailbox keys."""
+
+
+@keys.command("rotate-master")
+@data_dir_option
+def rotate_master(data_dir: Path) -> None:
+    """Rewrap every mailbox key under a new master key (messages are not re-encrypted)."""
+    settings = settings_for(data_dir)
+
+    async def rotate(runtime: Runtime) -> None:
+        report = await runtime.keystore.rotate_master()
+        click.echo(f"new master key {report.new_kek_id}: {report.rewrapped} mailbox keys rewrapped")
+        if report.retired:
+            click.echo(f"retired master keys: {', '.join(report.retired)}")
+        else:
+            click.echo("some mailbox keys still use the old master key: run this again")
+
+    with_runtime(settings, rotate)
+
+
+@keys.command("status")
+@data_dir_option
+def keys_status(data_dir: Path) -> None:
+    """Which master key is active and how many mailbox keys each one wraps."""
+    settings = settings_for(data_dir)
+
+    async def status(runtime: Runtime) -> None:
+        ring = runtime.keystore.master.ring()
+        click.echo(f"active master key {ring.active_id}")
+        for kek_id, count in sorted((await runtime.keystore.count_by_kek()).items()):
+            click.echo(f"{kek_id}: {count} mailbox keys")
+
+    with_runtime(settings, status)
+
+
+@main.group()
+def config() -> None:
+    """Configuration."""
+
+
+@config.command("check")
+@data_dir_option
+def config_check(data_dir: Path) -> None:
+    """Validate the configuration (file and HYGIE_* overrides) and print the result."""
+    settings = settings_for(data_dir)
+    for section, values in settings.model_dump().items():
+        click.echo(f"[{section}]")
+        for key, value in values.items():
+            click.echo(f"{key} = {value!r}")

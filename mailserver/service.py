@@ -1,0 +1,222 @@
+"""`hygie serve`: every listener and background task in one asyncio loop.
+
+Each listener announces itself on standard output with exactly one line,
+`listening <name> <host>:<port> <tls-mode>`, once it accepts connections (port 0 in the
+configuration picks a free port; the line gives the real one). SIGTERM (or SIGINT) stops
+accepting, lets in-flight deliveries finish, closes the databases and returns normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from dataclasses import dataclass, field
+from typing import Any, TextIO, TypeVar
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from mailserver.config import ListenerSection, Settings
+from mailserver.metrics import Metrics
+from mailserver.web.ops import ops_app
+from storage.db import Database, open_database
+from storage.keystore import KeyStore, MasterKeySource
+from storage.messages import MessageStore
+from storage.notify import ChangeHub
+
+log = logging.getLogger("hygie.service")
+
+DRAIN_SECONDS = 30.0
+T = TypeVar("T")
+
+
+@dataclass
+class Runtime:
+    """The shared parts a running node (or a CLI command) works with."""
+
+    settings: Settings
+    messages_db: Database
+    keys_db: Database
+    keystore: KeyStore
+    hub: ChangeHub
+    store: MessageStore
+    metrics: Metrics = field(default_factory=Metrics)
+    stopping: bool = False
+    _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+
+    @classmethod
+    def open(cls, settings: Settings) -> Runtime:
+        messages_db = open_database(
+            settings.database_url,
+            pool_size=settings.database.pool_size,
+            echo=settings.database.echo,
+        )
+        keys_db = open_database(settings.keystore_url, pool_size=4)
+        keystore = KeyStore(
+            keys_db,
+            MasterKeySource.from_settings(settings.path(settings.keys.master_key_file)),
+            cache_seconds=settings.keys.mailbox_key_cache_seconds,
+        )
+        hub = ChangeHub(messages_db)
+        return cls(
+            settings, messages_db, keys_db, keystore, hub, MessageStore(messages_db, keystore, hub)
+        )
+
+    async def close(self) -> None:
+        await self.hub.stop()
+        await self.messages_db.dispose()
+        await self.keys_db.dispose()
+
+    async def track(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run a delivery so that a graceful stop waits for it to finish."""
+        task = asyncio.ensure_future(work)
+        self._inflight.add(task)
+        self.metrics.inflight.set(len(self._inflight))
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._inflight.discard(task)
+                self.metrics.inflight.set(len(self._inflight))
+
+    async def drain(self, within: float = DRAIN_SECONDS) -> None:
+        pending = {task for task in self._inflight if not task.done()}
+        if pending:
+            log.info("waiting for %d in-flight deliveries", len(pending))
+            await asyncio.wait(pending, timeout=within)
+
+    async def health(self) -> dict[str, bool]:
+        checks = {
+            "database": await self.messages_db.ping(),
+            "keystore": await self.keys_db.ping(),
+        }
+        for name, ok in checks.items():
+            self.metrics.database_up.labels(name).set(1 if ok else 0)
+        return checks
+
+    async def refresh_metrics(self) -> None:
+        await self.health()
+        states, messages = await self.store.counts()
+        for state, count in states.items():
+            self.metrics.mailboxes.labels(state).set(count)
+        self.metrics.messages.set(messages)
+
+
+@dataclass(frozen=True)
+class Listener:
+    name: str
+    host: str
+    port: int
+    tls_mode: str
+
+    def announcement(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"listening {self.name} {host}:{self.port} {self.tls_mode}"
+
+
+def bind(section: ListenerSection) -> socket.socket:
+    """A listening socket for a section; port 0 lets the kernel pick a free one."""
+    family = socket.AF_INET6 if ":" in section.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((section.host, section.port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot listen on {section.host}:{section.port}: {exc.strerror}") from exc
+    sock.listen(512)
+    sock.setblocking(False)
+    return sock
+
+
+class _EmbeddedUvicorn(uvicorn.Server):
+    """Uvicorn inside our loop: the service, not uvicorn, owns the signal handlers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpListener:
+    def __init__(self, name: str, app: ASGIApp, sock: socket.socket) -> None:
+        self.name = name
+        self.sock = sock
+        config = uvicorn.Config(
+            app, lifespan="off", access_log=False, log_level="warning", server_header=False
+        )
+        self.server = _EmbeddedUvicorn(config)
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self.task = asyncio.create_task(self.server.serve(sockets=[self.sock]), name=self.name)
+        while not self.server.started:
+            if self.task.done():
+                self.task.result()
+            await asyncio.sleep(0.01)
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self.task is not None:
+            await self.task
+
+
+class Service:
+    def __init__(self, settings: Settings, out: TextIO = sys.stdout) -> None:
+        self.settings = settings
+        self.out = out
+        self.runtime = Runtime.open(settings)
+        self.listeners: list[Listener] = []
+        self._stoppers: list[Callable[[], Awaitable[None]]] = []
+        self._ops: HttpListener | None = None
+
+    def _announce(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+        self.runtime.metrics.listeners.labels(listener.name).set(1)
+        print(listener.announcement(), file=self.out, flush=True)
+        log.info("%s", listener.announcement())
+
+    async def start(self) -> None:
+        await self.runtime.hub.start()
+        if self.settings.ops.enabled:
+            sock = bind(self.settings.ops)
+            self._ops = HttpListener("ops", ops_app(self.runtime), sock)
+            await self._ops.start()
+            host, port = sock.getsockname()[:2]
+            self._announce(Listener("ops", host, port, "none"))
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight deliveries finish, close everything.
+
+        The operations listener stays up until the end, answering 503 on /healthz so that
+        a load balancer stops sending work here.
+        """
+        self.runtime.stopping = True
+        for stopper in reversed(self._stoppers):
+            await stopper()
+        self._stoppers.clear()
+        await self.runtime.drain()
+        if self._ops is not None:
+            await self._ops.stop()
+            self._ops = None
+        await self.runtime.close()
+
+    async def run(self) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await self.start()
+            log.info("hygie serving %s", self.settings.server.domain)
+            await stop.wait()
+            log.info("stopping: no new connections; finishing in-flight deliveries")
+        finally:
+            await self.stop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(signum)
+        log.info("stopped")

@@ -1,0 +1,1 @@
+"""Web side: the operations listener now; patient webmail and admin API later."""
