@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from sqlalchemy.engine import make_url
 
 from mailserver import init as init_module
 from mailserver import logs
@@ -17,8 +18,10 @@ from mailserver.config import ConfigError, Settings, load_settings
 from mailserver.service import Runtime, Service
 from storage import migrate
 from storage.crypto import MasterKeyError
+from storage.messages import StoreError
 
 T = TypeVar("T")
+MIN_PASSWORD_LENGTH = 12
 F = TypeVar("F", bound=Callable[..., Any])
 
 data_dir_option = click.option(
@@ -58,7 +61,7 @@ def with_runtime(settings: Settings, work: Callable[[Runtime], Coroutine[Any, An
 
     try:
         return asyncio.run(run())
-    except (migrate.SchemaError, MasterKeyError) as exc:
+    except (migrate.SchemaError, MasterKeyError, StoreError) as exc:
         fail(str(exc))
         raise
 
@@ -173,4 +176,82 @@ def config_check(data_dir: Path) -> None:
     for section, values in settings.model_dump().items():
         click.echo(f"[{section}]")
         for key, value in values.items():
+            if key in ("url", "keystore_url") and value:
+                value = make_url(value).render_as_string(hide_password=True)
             click.echo(f"{key} = {value!r}")
+
+
+@main.group()
+def auth() -> None:
+    """Passwords and per-device application passwords."""
+
+
+async def _mailbox_id(runtime: Runtime, address: str) -> int:
+    mailbox = await runtime.store.mailbox_by_address(address)
+    if mailbox is None:
+        fail(f"no mailbox {address}")
+        raise AssertionError  # unreachable: fail exits
+    return mailbox.id
+
+
+@auth.command("set-password")
+@data_dir_option
+@click.argument("address")
+@click.option("--password-stdin", is_flag=True, required=True, help="Read it from stdin.")
+def set_password(data_dir: Path, address: str, password_stdin: bool) -> None:
+    """Set ADDRESS's password (argon2id); the previous one stops working."""
+    secret = sys.stdin.readline().rstrip("\r\n")
+    if len(secret) < MIN_PASSWORD_LENGTH:
+        fail(f"a password needs at least {MIN_PASSWORD_LENGTH} characters", 2)
+
+    async def work(runtime: Runtime) -> None:
+        await runtime.authenticator.set_password(await _mailbox_id(runtime, address), secret)
+        click.echo(f"password set for {address}")
+
+    with_runtime(settings_for(data_dir), work)
+
+
+@auth.command("app-password-add")
+@data_dir_option
+@click.argument("address")
+@click.option("--device", required=True, help="Which device or client this password is for.")
+def app_password_add(data_dir: Path, address: str, device: str) -> None:
+    """Create an application password for one device; it is shown once."""
+
+    async def work(runtime: Runtime) -> None:
+        issued = await runtime.authenticator.add_app_password(
+            await _mailbox_id(runtime, address), device
+        )
+        click.echo(f"application password {issued.credential.id} for {address} on {device}:")
+        click.echo(issued.secret)
+
+    with_runtime(settings_for(data_dir), work)
+
+
+@auth.command("list")
+@data_dir_option
+@click.argument("address")
+def auth_list(data_dir: Path, address: str) -> None:
+    """ADDRESS's credentials (never their secrets)."""
+
+    async def work(runtime: Runtime) -> None:
+        credentials = runtime.authenticator.credentials
+        for item in await credentials.list_credentials(await _mailbox_id(runtime, address)):
+            state = "active" if item.active else f"revoked {item.revoked_at:%Y-%m-%d %H:%M}"
+            used = f"{item.last_used_at:%Y-%m-%d %H:%M}" if item.last_used_at else "never"
+            click.echo(f"{item.id}\t{item.kind}\t{item.label or '-'}\t{state}\tlast used {used}")
+
+    with_runtime(settings_for(data_dir), work)
+
+
+@auth.command("revoke")
+@data_dir_option
+@click.argument("credential_id", type=int)
+def auth_revoke(data_dir: Path, credential_id: int) -> None:
+    """Revoke one credential by its id (see `hygie auth list`)."""
+
+    async def work(runtime: Runtime) -> None:
+        revoked = await runtime.authenticator.revoke(credential_id)
+        click.echo(f"credential {revoked.id} ({revoked.kind} {revoked.label}) revoked")
+
+    with_runtime(settings_for(data_dir), work)

@@ -21,9 +21,11 @@ from typing import Any, TextIO, TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from mailserver.auth.core import Authenticator, AuthResult
 from mailserver.config import ListenerSection, Settings
 from mailserver.metrics import Metrics
 from mailserver.web.ops import ops_app
+from storage.credentials import CredentialStore
 from storage.db import Database, open_database
 from storage.keystore import KeyStore, MasterKeySource
 from storage.messages import MessageStore
@@ -45,6 +47,7 @@ class Runtime:
     keystore: KeyStore
     hub: ChangeHub
     store: MessageStore
+    authenticator: Authenticator
     metrics: Metrics = field(default_factory=Metrics)
     stopping: bool = False
     _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -63,9 +66,19 @@ class Runtime:
             cache_seconds=settings.keys.mailbox_key_cache_seconds,
         )
         hub = ChangeHub(messages_db)
-        return cls(
-            settings, messages_db, keys_db, keystore, hub, MessageStore(messages_db, keystore, hub)
+        store = MessageStore(messages_db, keystore, hub)
+        authenticator = Authenticator(store, CredentialStore(messages_db), settings.auth)
+        return cls(settings, messages_db, keys_db, keystore, hub, store, authenticator)
+
+    async def authenticate(
+        self, address: str, secret: str, *, remote: str, protocol: str
+    ) -> AuthResult:
+        """The one authentication entry point for SMTP, IMAP and the web, counted."""
+        result = await self.authenticator.authenticate(
+            address, secret, remote=remote, protocol=protocol
         )
+        self.metrics.auth_attempts.labels(protocol, result.reason).inc()
+        return result
 
     async def close(self) -> None:
         await self.hub.stop()

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): they print their figures; see docs/benchmarks.md."""
