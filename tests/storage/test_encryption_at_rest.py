@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.engine import make_url
 
-from mailserver import init
+from mailserver import init, logs
 from mailserver.service import Runtime
 from storage.crypto import DecryptionError, MasterKeyring
 from storage.db import open_database
@@ -91,6 +92,10 @@ async def test_no_plaintext_under_the_data_directory_or_in_a_dump(
         monkeypatch.setenv("HYGIE_DATABASE_URL", databases.messages_url)
         monkeypatch.setenv("HYGIE_DATABASE_KEYSTORE_URL", databases.keystore_url)
     settings, _report = await asyncio.to_thread(init.initialise, data_dir, "hygie.test")
+    # everything this process logs, at the most verbose level, goes under the data dir
+    logs.configure("DEBUG", settings.path(settings.logging.file))
+    sql_log = logging.getLogger("sqlalchemy.engine")
+    sql_log.setLevel(logging.INFO)  # every statement and its parameters
     runtime = Runtime.open(settings)
     marker = "MARKER-" + uuid.uuid4().hex
     try:
@@ -102,6 +107,9 @@ async def test_no_plaintext_under_the_data_directory_or_in_a_dump(
         assert files_containing(data_dir, marker.encode()) == []
     finally:
         await runtime.close()
+        sql_log.setLevel(logging.WARNING)
+        logs.configure("WARNING", None)
+    assert (data_dir / "logs" / "hygie.log").stat().st_size > 0
     assert files_containing(data_dir, marker.encode()) == []
     if databases.backend == "postgresql":
         for url in (databases.messages_url, databases.keystore_url):

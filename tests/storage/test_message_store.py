@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from storage.db import open_database
 from storage.messages import AppendTarget, Conflict, MessageStore, NotFound, StoreError
+from storage.notify import ChangeHub
 
 MESSAGE = (
     b"From: Dr Alice Martin <alice.martin@hygie.test>\r\n"
@@ -211,3 +213,22 @@ async def test_changes_are_notified_to_subscribers(store: MessageStore) -> None:
         assert await subscription.get(within=0.3) is None
     finally:
         subscription.close()
+
+
+async def test_another_node_sees_changes(store: MessageStore, backend: str) -> None:
+    """Two nodes on one PostgreSQL: a change on one wakes subscribers on the other."""
+    if backend != "postgresql":
+        pytest.skip("SQLite deployments are one process; LISTEN/NOTIFY is PostgreSQL's")
+    other_node_db = open_database(store.database.url)
+    other_node = ChangeHub(other_node_db)
+    await other_node.start()
+    try:
+        box = await store.create_mailbox("alice@hygie.test", "PER")
+        subscription = other_node.subscribe(box.id)
+        (a,) = await store.append(MESSAGE, [AppendTarget(box.id)])
+        change = await subscription.get(within=5)
+        assert change is not None and (change.folder_id, change.kind) == (a.folder_id, "append")
+        subscription.close()
+    finally:
+        await other_node.stop()
+        await other_node_db.dispose()
