@@ -13,12 +13,11 @@ unusable header stops the import.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal, Protocol, runtime_checkable
 
-from directory.whitelist_xml import normalise_domain
+from directory.addresses import normalise_address
 
 MailboxType = Literal["PER", "ORG", "APP", "CAB"]
 _MAILBOX_TYPES: dict[str, MailboxType] = {"PER": "PER", "ORG": "ORG", "APP": "APP", "CAB": "CAB"}
@@ -120,31 +119,6 @@ class _Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
-# RFC 5322 §3.2.3: dot-atom-text = 1*atext *("." 1*atext)
-_DOT_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
-_MAX_LOCAL_PART = 64  # RFC 5321 §4.5.3.1.1
-_MAX_ADDRESS = 254  # RFC 5321 §4.5.3.1.3: a path is at most 256 octets, with "<" and ">"
-
-
-def _normalise_address(value: str) -> str:
-    """Return the address lower-cased, or raise ValueError saying what is wrong."""
-    local, at, domain = value.rpartition("@")
-    if not at or not local:
-        raise ValueError("it must look like name@domain")
-    if not _DOT_ATOM.fullmatch(local):
-        raise ValueError(f"the part before '@' ({local!r}) has characters not allowed there")
-    if len(local) > _MAX_LOCAL_PART:
-        raise ValueError(f"the part before '@' is longer than {_MAX_LOCAL_PART} characters")
-    try:
-        domain = normalise_domain(domain)
-    except ValueError as exc:
-        raise ValueError(f"the domain {domain!r} is invalid: {exc}") from None
-    address = f"{local.lower()}@{domain}"
-    if len(address) > _MAX_ADDRESS:
-        raise ValueError(f"longer than {_MAX_ADDRESS} characters")
-    return address
-
-
 def _column(index: int) -> str:
     return f"column {index + 1} ({HEADER[index]})"
 
@@ -170,7 +144,7 @@ def _parse_line(raw: bytes) -> ExtractionRecord | str:
         return f"{_column(0)} is {raw_type!r}; expected one of {', '.join(_MAILBOX_TYPES)}"
     raw_address = values[1] or ""
     try:
-        address = _normalise_address(raw_address)
+        address = normalise_address(raw_address)
     except ValueError as exc:
         return f"{_column(1)} {raw_address!r} is not a valid mailbox address: {exc}"
     if mailbox_type == "PER":

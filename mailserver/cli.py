@@ -5,65 +5,24 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 from sqlalchemy.engine import make_url
 
 from mailserver import init as init_module
 from mailserver import logs
-from mailserver.config import ConfigError, Settings, load_settings
+from mailserver.commands.common import (
+    MIN_PASSWORD_LENGTH,
+    data_dir_option,
+    fail,
+    settings_for,
+    with_runtime,
+)
+from mailserver.config import ConfigError
 from mailserver.service import Runtime, Service
 from storage import migrate
 from storage.crypto import MasterKeyError
-from storage.messages import StoreError
-
-T = TypeVar("T")
-MIN_PASSWORD_LENGTH = 12
-F = TypeVar("F", bound=Callable[..., Any])
-
-data_dir_option = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path("data"),
-    envvar="HYGIE_DATA_DIR",
-    show_default=True,
-    help="The node's data directory (configuration, keys, certificates, SQLite files).",
-)
-
-
-def fail(message: str, code: int = 1) -> None:
-    click.echo(f"hygie: error: {message}", err=True)
-    sys.exit(code)
-
-
-def settings_for(data_dir: Path) -> Settings:
-    try:
-        return load_settings(data_dir)
-    except ConfigError as exc:
-        fail(str(exc), 2)
-        raise  # unreachable: fail exits
-
-
-def with_runtime(settings: Settings, work: Callable[[Runtime], Coroutine[Any, Any, T]]) -> T:
-    """Run one administrative task against the node's databases, then close them."""
-
-    async def run() -> T:
-        await migrate.check_current("messages", settings.database_url)
-        await migrate.check_current("keystore", settings.keystore_url)
-        runtime = Runtime.open(settings)
-        try:
-            return await work(runtime)
-        finally:
-            await runtime.close()
-
-    try:
-        return asyncio.run(run())
-    except (migrate.SchemaError, MasterKeyError, StoreError) as exc:
-        fail(str(exc))
-        raise
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -190,7 +149,6 @@ async def _mailbox_id(runtime: Runtime, address: str) -> int:
     mailbox = await runtime.store.mailbox_by_address(address)
     if mailbox is None:
         fail(f"no mailbox {address}")
-        raise AssertionError  # unreachable: fail exits
     return mailbox.id
 
 
@@ -255,3 +213,14 @@ def auth_revoke(data_dir: Path, credential_id: int) -> None:
         click.echo(f"credential {revoked.id} ({revoked.kind} {revoked.label}) revoked")
 
     with_runtime(settings_for(data_dir), work)
+
+
+def _register_command_groups() -> None:
+    """Command groups that live in their own modules (mailserver/commands/)."""
+    from mailserver.commands import directory_commands, mailbox, whitelist
+
+    for group in (mailbox.group, whitelist.group, directory_commands.group):
+        main.add_command(group)
+
+
+_register_command_groups()

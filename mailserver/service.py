@@ -21,6 +21,7 @@ from typing import Any, TextIO, TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from directory.trust import Directory
 from mailserver.auth.core import Authenticator, AuthResult
 from mailserver.config import ListenerSection, Settings
 from mailserver.metrics import Metrics
@@ -48,6 +49,7 @@ class Runtime:
     hub: ChangeHub
     store: MessageStore
     authenticator: Authenticator
+    directory: Directory
     metrics: Metrics = field(default_factory=Metrics)
     stopping: bool = False
     _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
@@ -68,7 +70,8 @@ class Runtime:
         hub = ChangeHub(messages_db)
         store = MessageStore(messages_db, keystore, hub)
         authenticator = Authenticator(store, CredentialStore(messages_db), settings.auth)
-        return cls(settings, messages_db, keys_db, keystore, hub, store, authenticator)
+        directory = Directory(messages_db, store, settings.server.domain)
+        return cls(settings, messages_db, keys_db, keystore, hub, store, authenticator, directory)
 
     async def authenticate(
         self, address: str, secret: str, *, remote: str, protocol: str

@@ -179,9 +179,19 @@ class MessageStore:
     # -- mailboxes ---------------------------------------------------------------------
 
     async def create_mailbox(
-        self, address: str, kind: str, *, display_name: str = "", quota_bytes: int | None = None
+        self,
+        address: str,
+        kind: str,
+        *,
+        display_name: str = "",
+        quota_bytes: int | None = None,
+        session: AsyncSession | None = None,
     ) -> MailboxInfo:
-        """A mailbox with its own key and the default folders; the address is final."""
+        """A mailbox with its own key and the default folders; the address is final.
+
+        With `session`, the mailbox joins the caller's transaction (the directory creates
+        a mailbox and its directory entry together).
+        """
         address = address.strip().lower()
         if kind not in MAILBOX_KINDS:
             raise StoreError(f"mailbox kind must be one of {', '.join(MAILBOX_KINDS)}")
@@ -189,20 +199,35 @@ class MessageStore:
             raise Conflict(f"mailbox {address} already exists")
         # The key is durable first; if the mailbox insert then fails, an unused key remains.
         key_id = await self.keys.create()
-        async with self.database.write() as session, session.begin():
-            mailbox = Mailbox(
-                address=address,
-                kind=kind,
-                display_name=display_name,
-                key_id=key_id,
-                quota_bytes=quota_bytes,
-                next_uidvalidity=int(time.time()),
+        if session is not None:
+            return await self._insert_mailbox(
+                session, address, kind, display_name, quota_bytes, key_id
             )
-            session.add(mailbox)
-            await session.flush()
-            for name, special_use in DEFAULT_FOLDERS:
-                await self._insert_folder(session, mailbox, name, special_use)
-            return MailboxInfo.of(mailbox)
+        async with self.database.write() as own, own.begin():
+            return await self._insert_mailbox(own, address, kind, display_name, quota_bytes, key_id)
+
+    async def _insert_mailbox(
+        self,
+        session: AsyncSession,
+        address: str,
+        kind: str,
+        display_name: str,
+        quota_bytes: int | None,
+        key_id: uuid.UUID,
+    ) -> MailboxInfo:
+        mailbox = Mailbox(
+            address=address,
+            kind=kind,
+            display_name=display_name,
+            key_id=key_id,
+            quota_bytes=quota_bytes,
+            next_uidvalidity=int(time.time()),
+        )
+        session.add(mailbox)
+        await session.flush()
+        for name, special_use in DEFAULT_FOLDERS:
+            await self._insert_folder(session, mailbox, name, special_use)
+        return MailboxInfo.of(mailbox)
 
     async def mailbox_by_address(self, address: str) -> MailboxInfo | None:
         async with self.database.read() as session:

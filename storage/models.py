@@ -192,3 +192,202 @@ class MailboxKey(KeyStoreBase):
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     rewrapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+# -- the trust space (the `directory` package's tables) -------------------------------
+
+
+class Professional(MessageBase):
+    """A health professional, identified nationally by `8`+RPPS or `0`+ADELI."""
+
+    __tablename__ = "professionals"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    national_id: Mapped[str] = mapped_column(String(32), unique=True)
+    id_type: Mapped[str] = mapped_column(String(2))  # 8 RPPS, 0 ADELI
+    civility: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    family_name: Mapped[str] = mapped_column(String(256))
+    given_name: Mapped[str] = mapped_column(String(256), default="")
+    category_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    category_label: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    profession_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    profession_label: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    specialty_code: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    specialty_label: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="local")  # local, national
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Organisation(MessageBase):
+    """A structure (an establishment, a practice, a lab), e.g. identified by FINESS."""
+
+    __tablename__ = "organisations"
+    __table_args__ = (
+        Index("uq_organisations_structure", "structure_id_type", "structure_id", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    structure_id_type: Mapped[str] = mapped_column(String(8))
+    structure_id: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str] = mapped_column(String(512), default="")
+    trade_name: Mapped[str | None] = mapped_column(String(512), nullable=True)
+    address_lines: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    postal_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    locality: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    department: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    country: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="local")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class DirectoryEntry(MessageBase):
+    """An address of the trust space: one of ours (linked to its Mailbox) or another
+    operator's (from the national extraction). Address and type never change."""
+
+    __tablename__ = "directory_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    address: Mapped[str] = mapped_column(String(320), unique=True)
+    kind: Mapped[str] = mapped_column(String(8))  # PER, ORG, APP, CAB, PAT
+    is_local: Mapped[bool] = mapped_column(Boolean, default=True)
+    mailbox_id: Mapped[int | None] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="SET NULL"), nullable=True, unique=True
+    )
+    professional_id: Mapped[int | None] = mapped_column(
+        ForeignKey("professionals.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    organisation_id: Mapped[int | None] = mapped_column(
+        ForeignKey("organisations.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    service: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    display_name: Mapped[str] = mapped_column(String(512), default="")
+    red_list: Mapped[bool] = mapped_column(Boolean, default=False)  # "liste rouge"
+    dematerialisation: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="local")  # local, national
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class MailboxMember(MessageBase):
+    """A professional's mailbox that may use an ORG or CAB mailbox (a shared box)."""
+
+    __tablename__ = "mailbox_members"
+
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class Patient(MessageBase):
+    """A patient with a mailbox derived from their INS, and their identity traits."""
+
+    __tablename__ = "patients"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), unique=True
+    )
+    ins: Mapped[str] = mapped_column(String(15), unique=True)
+    ins_oid: Mapped[str] = mapped_column(String(32))
+    birth_family_name: Mapped[str] = mapped_column(String(256))
+    given_names: Mapped[str] = mapped_column(String(256))
+    birth_date: Mapped[str] = mapped_column(String(10))  # ISO 8601 date
+    sex: Mapped[str] = mapped_column(String(1))
+    birth_place_code: Mapped[str | None] = mapped_column(String(5), nullable=True)
+    notification_address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class LegalRepresentative(MessageBase):
+    """A patient mailbox that sees a minor's mailbox (except items hidden from it)."""
+
+    __tablename__ = "legal_representatives"
+
+    patient_id: Mapped[int] = mapped_column(
+        ForeignKey("patients.id", ondelete="CASCADE"), primary_key=True
+    )
+    representative_mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class TrustedDomain(MessageBase):
+    """One line of the operator whitelist: a domain and one certificate DN for it."""
+
+    __tablename__ = "trusted_domains"
+    __table_args__ = (
+        Index("uq_trusted_domains_domain_dn", "domain", "certificate_dn", unique=True),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    domain: Mapped[str] = mapped_column(String(253), index=True)
+    certificate_dn: Mapped[str] = mapped_column(String(1024))
+    description: Mapped[str] = mapped_column(String(1024), default="")
+    responsible_contact: Mapped[str] = mapped_column(String(320), default="")
+    support_contact: Mapped[str] = mapped_column(String(320), default="")
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    source: Mapped[str] = mapped_column(String(16), default="national")  # national, manual
+    added_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+class PatientConversation(MessageBase):
+    """Whether a professional has written to a patient, and whether they closed it.
+
+    Patients may write only to professionals with an open conversation (MISSION, "Patient
+    messaging rules"); `X-MSS-MES: FIN` or a `[FIN]` subject closes it.
+    """
+
+    __tablename__ = "patient_conversations"
+
+    patient_mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), primary_key=True
+    )
+    professional_address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_message_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AdminToken(MessageBase):
+    """A bearer token of the admin API; only its SHA-256 is stored."""
+
+    __tablename__ = "admin_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class AuditRecord(MessageBase):
+    """The audit trail: append-only, each record chained to the previous by its hash."""
+
+    __tablename__ = "audit_trail"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(512), default="", index=True)
+    details: Mapped[str] = mapped_column(String(4096), default="{}")  # JSON, never content
+    outcome: Mapped[str] = mapped_column(String(32), default="ok")
+    previous_hash: Mapped[str] = mapped_column(String(64))
+    record_hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+
+class DirectoryImportRow(MessageBase):
+    """Addresses seen by a running national-extraction import (to find removals)."""
+
+    __tablename__ = "directory_import_rows"
+
+    import_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)

@@ -1,0 +1,1 @@
+"""Groups of `hygie` subcommands, one module per concern."""
