@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from directory.trust import Directory
 from storage.crypto import MasterKeyring
 from storage.db import open_database
 from storage.keystore import KeyStore, MasterKeySource
@@ -53,3 +54,12 @@ async def store(databases: DatabasePair, master_key_file: Path) -> AsyncIterator
         await hub.stop()
         await messages.dispose()
         await keys.dispose()
+
+
+OPERATOR_DOMAIN = "hygie.test"
+
+
+@pytest.fixture
+def directory(store: MessageStore) -> Directory:
+    """The trust space of operator `hygie.test`, on the same fresh database as `store`."""
+    return Directory(store.database, store, OPERATOR_DOMAIN)
