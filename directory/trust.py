@@ -474,7 +474,9 @@ class Directory:
             found = (
                 await session.execute(self._entry_query().where(DirectoryEntry.address == normal))
             ).first()
-        return self._entry_info(*found.tuple()) if found is not None else None
+        if found is None:
+            return None
+        return self._entry_info(found[0], found[1], found[2], found[3])
 
     async def search(
         self,
@@ -507,7 +509,7 @@ class Directory:
         query = query.order_by(DirectoryEntry.address).limit(min(limit, 500)).offset(offset)
         async with self.database.read() as session:
             rows = (await session.execute(query)).all()
-        return [self._entry_info(*row.tuple()) for row in rows]
+        return [self._entry_info(row[0], row[1], row[2], row[3]) for row in rows]
 
     async def patient(self, address_or_ins: str) -> PatientInfo | None:
         value = address_or_ins.strip()

@@ -58,5 +58,3 @@ def with_runtime(settings: Settings, work: Callable[[Runtime], Coroutine[Any, An
         return asyncio.run(run())
     except (migrate.SchemaError, MasterKeyError, StoreError) as exc:
         fail(str(exc))
-
-
