@@ -288,7 +288,8 @@ class Directory:
         if not family_name.strip() or not given_names.strip():
             raise DirectoryError("a patient needs a birth family name and first names")
         checked = parse_ins(ins, oid=oid, sex=sex, birthdate=birth_date)
-        address = patient_address(checked, self.domain)
+        # Addresses are stored lower-case everywhere (a Corsican 2A/2B included).
+        address = patient_address(checked, self.domain).lower()
         async with self.database.write() as session, session.begin():
             existing = await session.scalar(
                 select(Patient.id).where(Patient.ins == checked.matricule)
