@@ -217,9 +217,15 @@ def auth_revoke(data_dir: Path, credential_id: int) -> None:
 
 def _register_command_groups() -> None:
     """Command groups that live in their own modules (mailserver/commands/)."""
-    from mailserver.commands import audit, directory_commands, mailbox, whitelist
+    from mailserver.commands import admin, audit, directory_commands, mailbox, whitelist
 
-    for group in (mailbox.group, whitelist.group, directory_commands.group, audit.group):
+    for group in (
+        mailbox.group,
+        whitelist.group,
+        directory_commands.group,
+        audit.group,
+        admin.group,
+    ):
         main.add_command(group)
 
 

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +26,8 @@ from directory.trust import Directory
 from mailserver.auth.core import Authenticator, AuthResult
 from mailserver.config import ListenerSection, Settings
 from mailserver.metrics import Metrics
+from mailserver.tls import server_context
+from mailserver.web.admin import admin_app
 from mailserver.web.ops import ops_app
 from storage.credentials import CredentialStore
 from storage.db import Database, open_database
@@ -159,11 +162,20 @@ class _EmbeddedUvicorn(uvicorn.Server):
 
 
 class HttpListener:
-    def __init__(self, name: str, app: ASGIApp, sock: socket.socket) -> None:
+    def __init__(
+        self, name: str, app: ASGIApp, sock: socket.socket, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.name = name
         self.sock = sock
+        # Our own context (tls.server_context), not one uvicorn builds from file names:
+        # uvicorn's leaves out the strict cipher profile and the no-renegotiation option.
         config = uvicorn.Config(
-            app, lifespan="off", access_log=False, log_level="warning", server_header=False
+            app,
+            lifespan="off",
+            access_log=False,
+            log_level="warning",
+            server_header=False,
+            ssl_context_factory=(lambda _config, _default: tls) if tls is not None else None,
         )
         self.server = _EmbeddedUvicorn(config)
         self.task: asyncio.Task[None] | None = None
@@ -204,6 +216,14 @@ class Service:
             await self._ops.start()
             host, port = sock.getsockname()[:2]
             self._announce(Listener("ops", host, port, "none"))
+        if self.settings.admin.enabled:
+            context = server_context(self.settings)
+            sock = bind(self.settings.admin)
+            admin = HttpListener("admin", admin_app(self.runtime), sock, tls=context)
+            await admin.start()
+            self._stoppers.append(admin.stop)
+            host, port = sock.getsockname()[:2]
+            self._announce(Listener("admin", host, port, "tls"))
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight deliveries finish, close everything.

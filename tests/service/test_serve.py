@@ -29,6 +29,7 @@ async def data_dir(
 ) -> Path:
     data = tmp_path / "data"
     monkeypatch.setenv("HYGIE_OPS_PORT", "0")
+    monkeypatch.setenv("HYGIE_ADMIN_PORT", "0")
     if databases.backend == "postgresql":
         monkeypatch.setenv("HYGIE_DATABASE_URL", databases.messages_url)
         monkeypatch.setenv("HYGIE_DATABASE_KEYSTORE_URL", databases.keystore_url)
