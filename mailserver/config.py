@@ -133,6 +133,16 @@ class AuthSection(_Section):
     argon2_parallelism: int = Field(default=4, ge=1, le=64)
 
 
+class LimitsSection(_Section):
+    """SMTP limits; each refusal uses its own reply code (RFC 5321 §4.5.3)."""
+
+    message_bytes: int = Field(default=50 * 1024 * 1024, ge=1024, le=2**31)
+    recipients: int = Field(default=100, ge=1, le=10_000)
+    connections_per_client: int = Field(default=20, ge=1, le=10_000)
+    idle_seconds: int = Field(default=300, ge=5, le=3600)
+    commands_per_connection: int = Field(default=1000, ge=10, le=1_000_000)
+
+
 class LoggingSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str = Field(default="logs/hygie.log", description="relative to data dir; empty: none")
@@ -141,6 +151,11 @@ class LoggingSection(_Section):
 class DkimSection(_Section):
     selector: str = Field(default="hygie", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
     private_key: str = "dkim/hygie.key"
+    trusted_keys_file: str = Field(
+        default="dkim/trusted-keys.txt",
+        description="other operators' DKIM records: '<selector>._domainkey.<domain> <TXT>'",
+    )
+    dns: bool = Field(default=False, description="also look DKIM keys up in public DNS")
 
 
 class Settings(_Section):
@@ -157,6 +172,7 @@ class Settings(_Section):
     admin: AdminSection = AdminSection()
     ops: OpsSection = OpsSection()
     auth: AuthSection = AuthSection()
+    limits: LimitsSection = LimitsSection()
     logging: LoggingSection = LoggingSection()
     dkim: DkimSection = DkimSection()
 

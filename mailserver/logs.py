@@ -27,5 +27,6 @@ def configure(level: str, file: Path | None) -> None:
         handler.setFormatter(formatter)
         root.addHandler(handler)
     root.setLevel(level)
-    for noisy in ("uvicorn.access", "aiosqlite", "asyncio", "alembic"):
+    # aiosmtpd's "mail.log" logs command lines (AUTH included) at INFO: never below WARNING.
+    for noisy in ("uvicorn.access", "aiosqlite", "asyncio", "alembic", "mail.log"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -22,10 +22,14 @@ from typing import Any, TextIO, TypeVar
 import uvicorn
 from starlette.types import ASGIApp
 
+from directory.policy import Channel
 from directory.trust import Directory
 from mailserver.auth.core import Authenticator, AuthResult
 from mailserver.config import ListenerSection, Settings
+from mailserver.delivery import DeliveryPipeline
 from mailserver.metrics import Metrics
+from mailserver.smtp.dkim import KnownKeys
+from mailserver.smtp.server import SmtpListener, TlsMode
 from mailserver.tls import server_context
 from mailserver.web.admin import admin_app
 from mailserver.web.ops import ops_app
@@ -216,6 +220,7 @@ class Service:
             await self._ops.start()
             host, port = sock.getsockname()[:2]
             self._announce(Listener("ops", host, port, "none"))
+        await self._start_smtp()
         if self.settings.admin.enabled:
             context = server_context(self.settings)
             sock = bind(self.settings.admin)
@@ -224,6 +229,34 @@ class Service:
             self._stoppers.append(admin.stop)
             host, port = sock.getsockname()[:2]
             self._announce(Listener("admin", host, port, "tls"))
+
+    async def _start_smtp(self) -> None:
+        """Operators on `smtp` (STARTTLS, client certificates), clients on `submission`
+        (STARTTLS) and `submissions` (implicit TLS), all through one delivery pipeline."""
+        settings = self.settings
+        keys = KnownKeys.load(
+            settings.path(settings.dkim.trusted_keys_file), use_dns=settings.dkim.dns
+        )
+        pipeline = DeliveryPipeline(self.runtime, keys)
+        faces: tuple[tuple[str, ListenerSection, Channel, TlsMode], ...] = (
+            ("smtp", settings.smtp, "inbound", "starttls"),
+            ("submission", settings.submission, "submission", "starttls"),
+            ("submissions", settings.submissions, "submission", "tls"),
+        )
+        for name, section, channel, mode in faces:
+            if not section.enabled:
+                continue
+            listener = SmtpListener(
+                self.runtime,
+                pipeline,
+                name=name,
+                section=section,
+                channel=channel,
+                tls_mode=mode,
+            )
+            host, port = await listener.start(bind(section))
+            self._stoppers.append(listener.stop)
+            self._announce(Listener(name, host, port, mode))
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight deliveries finish, close everything.
