@@ -143,6 +143,39 @@ class LimitsSection(_Section):
     commands_per_connection: int = Field(default=1000, ge=10, le=1_000_000)
 
 
+class QueueSection(_Section):
+    """The outbound relay to other operators (RFC 5321 §4.5.4.1 retry strategy)."""
+
+    expire_days: float = Field(default=5, gt=0, le=30, description="then a DSN, and give up")
+    first_retry_seconds: int = Field(default=60, ge=1, le=86_400)
+    max_retry_seconds: int = Field(default=4 * 3600, ge=1, le=7 * 86_400)
+    lease_seconds: int = Field(default=300, ge=10, le=86_400)
+    workers: int = Field(default=4, ge=1, le=200)
+    connect_timeout_seconds: int = Field(default=30, ge=1, le=600)
+    routes: str = Field(
+        default="",
+        description="static routes 'domain=host:port' separated by commas; others use DNS MX",
+    )
+
+    @field_validator("routes")
+    @classmethod
+    def _routes_are_well_formed(cls, value: str) -> str:
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            domain, _, target = item.partition("=")
+            host, _, port = target.rpartition(":")
+            if not domain or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"route {item!r} must look like domain=host:port")
+        return value
+
+    def route_table(self) -> dict[str, tuple[str, int]]:
+        table = {}
+        for item in filter(None, (part.strip() for part in self.routes.split(","))):
+            domain, _, target = item.partition("=")
+            host, _, port = target.rpartition(":")
+            table[domain.strip().lower()] = (host.strip("[] "), int(port))
+        return table
+
+
 class LoggingSection(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     file: str = Field(default="logs/hygie.log", description="relative to data dir; empty: none")
@@ -173,6 +206,7 @@ class Settings(_Section):
     ops: OpsSection = OpsSection()
     auth: AuthSection = AuthSection()
     limits: LimitsSection = LimitsSection()
+    queue: QueueSection = QueueSection()
     logging: LoggingSection = LoggingSection()
     dkim: DkimSection = DkimSection()
 

@@ -14,15 +14,26 @@ import email.utils
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import TYPE_CHECKING, Literal
 
 from mailserver.smtp.dkim import DkimResult, KnownKeys, verify
 from mailserver.smtp.protocol import NULL_SENDER, TlsInfo
-from storage.messages import Appended, AppendTarget, MessageStore, StoreError
+from storage.messages import (
+    Appended,
+    AppendTarget,
+    MessageStore,
+    OutboundRequest,
+    StoreError,
+    StoreRequest,
+    StoreResult,
+)
+from storage.models import utcnow
 
 if TYPE_CHECKING:
     from mailserver.service import Runtime
@@ -59,22 +70,21 @@ class Arrival:
 class Delivered:
     queue_id: str
     stored: list[Appended]
+    queued: uuid.UUID | None = None
 
 
 class GroupCommit:
-    """Gathers concurrent appends into shared transactions (one fsync for many)."""
+    """Gathers concurrent deliveries into shared transactions (one fsync for many)."""
 
     def __init__(self, store: MessageStore, max_group: int = MAX_GROUP) -> None:
-        self.store = store
+        self.message_store = store
         self.max_group = max_group
-        self._pending: list[
-            tuple[bytes, Sequence[AppendTarget], asyncio.Future[list[Appended]]]
-        ] = []
+        self._pending: list[tuple[StoreRequest, asyncio.Future[StoreResult]]] = []
         self._worker: asyncio.Task[None] | None = None
 
-    async def append(self, raw: bytes, targets: Sequence[AppendTarget]) -> list[Appended]:
-        future: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
-        self._pending.append((raw, targets, future))
+    async def store(self, request: StoreRequest) -> StoreResult:
+        future: asyncio.Future[StoreResult] = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain(), name="hygie-group-commit")
         return await asyncio.shield(future)
@@ -84,20 +94,20 @@ class GroupCommit:
             group = self._pending[: self.max_group]
             del self._pending[: self.max_group]
             try:
-                results = await self.store.append_batch([(raw, t) for raw, t, _f in group])
+                results = await self.message_store.store_batch([r for r, _f in group])
             except Exception:  # one bad message must not fail the others
                 await self._one_by_one(group)
                 continue
-            for (_raw, _targets, future), result in zip(group, results, strict=True):
+            for (_request, future), result in zip(group, results, strict=True):
                 if not future.done():
                     future.set_result(result)
 
     async def _one_by_one(
-        self, group: list[tuple[bytes, Sequence[AppendTarget], asyncio.Future[list[Appended]]]]
+        self, group: list[tuple[StoreRequest, asyncio.Future[StoreResult]]]
     ) -> None:
-        for raw, targets, future in group:
+        for request, future in group:
             try:
-                result = await self.store.append(raw, targets)
+                (result,) = await self.message_store.store_batch([request])
             except Exception as exc:  # handed to the waiting delivery
                 if not future.done():
                     future.set_exception(exc)
@@ -147,6 +157,8 @@ class DeliveryPipeline:
         self.known_keys = known_keys
         self.hostname = runtime.settings.server.announced_hostname
         self.group = GroupCommit(runtime.store)
+        # Called when a message was queued for other operators (wakes the relay).
+        self.on_queued: Callable[[], None] | None = None
 
     def trace_headers(
         self, arrival: Arrival, queue_id: str, dkim_results: list[DkimResult]
@@ -179,22 +191,29 @@ class DeliveryPipeline:
         directory = self.runtime.directory
         targets: list[AppendTarget] = []
         patients: list[int] = []
+        remote: list[str] = []
         for address in dict.fromkeys(r.lower() for r in arrival.recipients):
+            if not directory.is_local_domain(address.rpartition("@")[2]):
+                remote.append(address)
+                continue
             entry = await directory.lookup(address)
-            if entry is None or not entry.is_local or entry.mailbox_id is None:
+            if entry is None or entry.mailbox_id is None:
                 raise DeliveryError(
                     f"451 4.3.0 {address} cannot be delivered here; nothing was stored"
                 )
             targets.append(AppendTarget(entry.mailbox_id))
             if entry.kind == "PAT":
                 patients.append(entry.mailbox_id)
+        outbound = await self._outbound(arrival, remote) if remote else None
         dkim_results = (
             await verify(arrival.content, self.known_keys) if arrival.channel == "inbound" else []
         )
         content = strip_our_authentication_results(arrival.content, self.hostname)
         raw = self.trace_headers(arrival, queue_id, dkim_results) + content
         try:
-            stored = await self.runtime.track(self.group.append(raw, targets))
+            result = await self.runtime.track(
+                self.group.store(StoreRequest(raw, targets, outbound))
+            )
         except StoreError as exc:
             log.warning("delivery %s not stored: %s", queue_id, exc)
             raise DeliveryError(
@@ -202,14 +221,25 @@ class DeliveryPipeline:
             ) from exc
         if patients and arrival.mail_from != NULL_SENDER:
             await self._record_conversations(arrival, patients, content)
+        if result.queued is not None and self.on_queued is not None:
+            self.on_queued()
         log.info(
-            "delivered %s from %s to %d mailboxes (%s)",
+            "delivered %s from %s to %d mailboxes, %d queued for other operators (%s)",
             queue_id,
             arrival.mail_from,
-            len(stored),
+            len(result.appended),
+            len(remote),
             arrival.channel,
         )
-        return Delivered(queue_id, stored)
+        return Delivered(queue_id, result.appended, result.queued)
+
+    async def _outbound(self, arrival: Arrival, remote: list[str]) -> OutboundRequest:
+        """Only our own users relay (submission); the queued copy uses the sender's key."""
+        sender = await self.runtime.store.mailbox_by_address(arrival.mail_from)
+        if arrival.channel != "submission" or sender is None:
+            raise DeliveryError("550 5.7.1 Relaying to other operators is refused")
+        expiry = timedelta(days=self.runtime.settings.queue.expire_days)
+        return OutboundRequest(sender.id, sender.address, tuple(remote), utcnow() + expiry)
 
     async def _record_conversations(
         self, arrival: Arrival, patient_mailboxes: list[int], content: bytes

@@ -20,7 +20,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from storage import crypto
 from storage.db import Database
 from storage.keystore import KeyStore
-from storage.models import Expunged, Folder, FolderEntry, Mailbox, Message, utcnow
+from storage.models import (
+    Expunged,
+    Folder,
+    FolderEntry,
+    Mailbox,
+    Message,
+    OutboundMessage,
+    OutboundRecipient,
+    utcnow,
+)
 from storage.notify import Change, ChangeHub
 
 MAILBOX_KINDS = ("PER", "ORG", "APP", "CAB", "PAT")
@@ -137,6 +146,30 @@ class Appended:
     uidvalidity: int
     uid: int
     message_id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """Recipients at other operators; the queued copy is sealed with `mailbox_id`'s key
+    (the local mailbox that sends it)."""
+
+    mailbox_id: int
+    mail_from: str
+    recipients: tuple[str, ...]
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class StoreRequest:
+    raw: bytes
+    targets: Sequence[AppendTarget] = ()
+    outbound: OutboundRequest | None = None
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    appended: list[Appended]
+    queued: uuid.UUID | None = None
 
 
 @dataclass(frozen=True)
@@ -427,9 +460,17 @@ class MessageStore:
         self, items: Sequence[tuple[bytes, Sequence[AppendTarget]]]
     ) -> list[list[Appended]]:
         """Several messages in one durable commit (group commit for busy ingest)."""
-        if not items or any(not targets for _raw, targets in items):
-            raise StoreError("every message needs at least one target folder")
-        mailbox_ids = {t.mailbox_id for _raw, targets in items for t in targets}
+        results = await self.store_batch([StoreRequest(raw, targets) for raw, targets in items])
+        return [result.appended for result in results]
+
+    async def store_batch(self, requests: Sequence[StoreRequest]) -> list[StoreResult]:
+        """Store messages in local folders and queue them for other operators, all in one
+        durable commit: a message is delivered and queued entirely, or not at all."""
+        if not requests or any(not r.targets and r.outbound is None for r in requests):
+            raise StoreError("every message needs a local folder or an outbound recipient")
+        mailbox_ids = {t.mailbox_id for r in requests for t in r.targets} | {
+            r.outbound.mailbox_id for r in requests if r.outbound is not None
+        }
         async with self.database.write() as session, session.begin():
             mailboxes = {
                 row.id: row
@@ -440,54 +481,116 @@ class MessageStore:
                 if state != "active":
                     raise NotFound(f"mailbox {mailbox_id} does not exist or is not active")
             keys = {mid: await self.keys.get(m.key_id) for mid, m in mailboxes.items()}
-            results: list[list[Appended]] = []
+            results: list[StoreResult] = []
             changes: dict[int, Change] = {}
             now = utcnow()
-            for raw, targets in items:
-                header, body = split_message(raw)
-                copies: dict[int, uuid.UUID] = {}
-                appended: list[Appended] = []
-                for target in targets:
-                    message_id = copies.get(target.mailbox_id)
-                    if message_id is None:
-                        message_id = uuid.uuid4()
-                        sealed = crypto.seal_message(
-                            keys[target.mailbox_id], target.mailbox_id, message_id, header, body
-                        )
-                        session.add(
-                            Message(
-                                id=message_id,
-                                mailbox_id=target.mailbox_id,
-                                wrapped_key=sealed.wrapped_key,
-                                header_ct=sealed.header_ct,
-                                body_ct=sealed.body_ct,
-                                size=len(raw),
-                                received_at=now,
-                            )
-                        )
-                        copies[target.mailbox_id] = message_id
-                    folder = await self._folder_named(session, target.mailbox_id, target.folder)
-                    uid, modseq = await self._reserve_uids(session, folder.id, 1)
-                    await session.flush()
-                    await session.execute(
-                        insert(FolderEntry).values(
-                            folder_id=folder.id,
-                            uid=uid,
-                            message_id=message_id,
-                            flags=encode_flags(target.flags),
-                            modseq=modseq,
-                            internal_date=target.internal_date or now,
-                            size=len(raw),
-                        )
-                    )
-                    appended.append(
-                        Appended(target.mailbox_id, folder.id, folder.uidvalidity, uid, message_id)
-                    )
-                    changes[folder.id] = Change(target.mailbox_id, folder.id, modseq, "append")
-                results.append(appended)
+            for request in requests:
+                header, body = split_message(request.raw)
+                appended = await self._append_copies(
+                    session, keys, request, header, body, now, changes
+                )
+                queued = None
+                if request.outbound is not None:
+                    queued = self._enqueue(session, keys, request, header, body, now)
+                results.append(StoreResult(appended, queued))
             await self.hub.stage(session, changes.values())
         self.hub.committed(changes.values())
         return results
+
+    async def _append_copies(
+        self,
+        session: AsyncSession,
+        keys: dict[int, bytes],
+        request: StoreRequest,
+        header: bytes,
+        body: bytes,
+        now: datetime,
+        changes: dict[int, Change],
+    ) -> list[Appended]:
+        copies: dict[int, uuid.UUID] = {}
+        appended: list[Appended] = []
+        size = len(request.raw)
+        for target in request.targets:
+            message_id = copies.get(target.mailbox_id)
+            if message_id is None:
+                message_id = uuid.uuid4()
+                sealed = crypto.seal_message(
+                    keys[target.mailbox_id], target.mailbox_id, message_id, header, body
+                )
+                session.add(
+                    Message(
+                        id=message_id,
+                        mailbox_id=target.mailbox_id,
+                        wrapped_key=sealed.wrapped_key,
+                        header_ct=sealed.header_ct,
+                        body_ct=sealed.body_ct,
+                        size=size,
+                        received_at=now,
+                    )
+                )
+                copies[target.mailbox_id] = message_id
+            folder = await self._folder_named(session, target.mailbox_id, target.folder)
+            uid, modseq = await self._reserve_uids(session, folder.id, 1)
+            await session.flush()
+            await session.execute(
+                insert(FolderEntry).values(
+                    folder_id=folder.id,
+                    uid=uid,
+                    message_id=message_id,
+                    flags=encode_flags(target.flags),
+                    modseq=modseq,
+                    internal_date=target.internal_date or now,
+                    size=size,
+                )
+            )
+            appended.append(
+                Appended(target.mailbox_id, folder.id, folder.uidvalidity, uid, message_id)
+            )
+            changes[folder.id] = Change(target.mailbox_id, folder.id, modseq, "append")
+        return appended
+
+    @staticmethod
+    def _enqueue(
+        session: AsyncSession,
+        keys: dict[int, bytes],
+        request: StoreRequest,
+        header: bytes,
+        body: bytes,
+        now: datetime,
+    ) -> uuid.UUID:
+        outbound = request.outbound
+        assert outbound is not None
+        queued_id = uuid.uuid4()
+        sealed = crypto.seal_message(
+            keys[outbound.mailbox_id], outbound.mailbox_id, queued_id, header, body
+        )
+        session.add(
+            OutboundMessage(
+                id=queued_id,
+                mailbox_id=outbound.mailbox_id,
+                mail_from=outbound.mail_from,
+                wrapped_key=sealed.wrapped_key,
+                header_ct=sealed.header_ct,
+                body_ct=sealed.body_ct,
+                size=len(request.raw),
+                created_at=now,
+                expires_at=outbound.expires_at,
+            )
+        )
+        for recipient in dict.fromkeys(r.lower() for r in outbound.recipients):
+            session.add(
+                OutboundRecipient(
+                    message_id=queued_id,
+                    recipient=recipient,
+                    domain=recipient.rpartition("@")[2],
+                    state="queued",
+                    attempts=0,
+                    next_attempt_at=now,
+                    last_reply="",
+                    updated_at=now,
+                )
+            )
+        return queued_id
 
     @staticmethod
     async def _reserve_uids(session: AsyncSession, folder_id: int, count: int) -> tuple[int, int]:

@@ -391,3 +391,43 @@ class DirectoryImportRow(MessageBase):
 
     import_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     address: Mapped[str] = mapped_column(String(320), primary_key=True)
+
+
+# -- the outbound queue ------------------------------------------------------------------
+
+
+class OutboundMessage(MessageBase):
+    """A message waiting to be relayed to other operators, encrypted under the key of
+    the local mailbox that sent it (the queue holds no plaintext either)."""
+
+    __tablename__ = "outbound_messages"
+
+    id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True
+    )
+    mail_from: Mapped[str] = mapped_column(String(320))
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    header_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    body_ct: Mapped[bytes] = mapped_column(LargeBinary)
+    size: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class OutboundRecipient(MessageBase):
+    """One recipient of a queued message and where its delivery stands."""
+
+    __tablename__ = "outbound_recipients"
+    __table_args__ = (Index("ix_outbound_recipients_due", "state", "next_attempt_at"),)
+
+    message_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("outbound_messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    recipient: Mapped[str] = mapped_column(String(320), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(253))
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_reply: Mapped[str] = mapped_column(String(1024), default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -205,12 +205,6 @@ class SmtpHandler:
         if not decision.allowed:
             log.info("RCPT refused %s: %s", decision.status, decision.reason)
             return decision.reply()
-        entry = await self.runtime.directory.lookup(address)
-        if entry is None or not entry.is_local:
-            return (
-                "451 4.4.0 Relaying to other operators is not available on this server yet; "
-                "send to them later"
-            )
         envelope.rcpt_tos.append(address)
         envelope.rcpt_options.extend(rcpt_options)
         return "250 2.1.5 Recipient OK"
