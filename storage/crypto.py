@@ -167,6 +167,21 @@ def unwrap_data_key(
     return _open(mailbox_key, wrapped_key, _message_aad(b"data-key", mailbox_id, message_id))
 
 
+def open_message(
+    mailbox_key: bytes,
+    mailbox_id: int,
+    message_id: uuid.UUID,
+    wrapped_key: bytes,
+    header_ct: bytes,
+    body_ct: bytes | None,
+) -> tuple[bytes, bytes | None]:
+    """Header and body (None when `body_ct` is None: headers only) of a sealed message."""
+    data_key = unwrap_data_key(mailbox_key, mailbox_id, message_id, wrapped_key)
+    header = open_part(data_key, mailbox_id, message_id, "header", header_ct)
+    body = None if body_ct is None else open_part(data_key, mailbox_id, message_id, "body", body_ct)
+    return header, body
+
+
 def open_part(
     data_key: bytes, mailbox_id: int, message_id: uuid.UUID, part: str, sealed: bytes
 ) -> bytes:

@@ -682,11 +682,10 @@ class MessageStore:
         found: dict[int, bytes] = {}
         for row in rows:
             uid, message_id, owner_id, wrapped = row[0], row[1], row[2], row[3]
-            data_key = crypto.unwrap_data_key(key, owner_id, message_id, wrapped)
-            text = crypto.open_part(data_key, owner_id, message_id, "header", row[4])
-            if not header_only:
-                text += crypto.open_part(data_key, owner_id, message_id, "body", row[5])
-            found[uid] = text
+            header, body = crypto.open_message(
+                key, owner_id, message_id, wrapped, row[4], None if header_only else row[5]
+            )
+            found[uid] = header + (body or b"")
         return found
 
     # -- flags ---------------------------------------------------------------------------
@@ -816,11 +815,15 @@ class MessageStore:
         target = await session.get(Mailbox, target_mailbox_id)
         if message is None or owner is None or target is None or target.state != "active":
             raise NotFound("message or target mailbox does not exist")
-        data_key = crypto.unwrap_data_key(
-            await self.keys.get(owner.key_id), owner.id, message.id, message.wrapped_key
+        header, body = crypto.open_message(
+            await self.keys.get(owner.key_id),
+            owner.id,
+            message.id,
+            message.wrapped_key,
+            message.header_ct,
+            message.body_ct,
         )
-        header = crypto.open_part(data_key, owner.id, message.id, "header", message.header_ct)
-        body = crypto.open_part(data_key, owner.id, message.id, "body", message.body_ct)
+        assert body is not None
         new_id = uuid.uuid4()
         sealed = crypto.seal_message(
             await self.keys.get(target.key_id), target.id, new_id, header, body

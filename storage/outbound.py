@@ -55,9 +55,9 @@ class OutboundQueue:
         self.database = database
         self.keys = keys
 
-    async def claim(self, *, limit: int, lease: timedelta, now: datetime | None = None) -> list[
-        Claim
-    ]:
+    async def claim(
+        self, *, limit: int, lease: timedelta, now: datetime | None = None
+    ) -> list[Claim]:
         """Take due recipients (grouped by message and domain) for one delivery attempt."""
         now = now or utcnow()
         query = (
@@ -108,10 +108,10 @@ class OutboundQueue:
             mailbox = await session.get(Mailbox, message.mailbox_id)
             assert mailbox is not None
         key = await self.keys.get(mailbox.key_id)
-        data_key = crypto.unwrap_data_key(key, mailbox.id, message.id, message.wrapped_key)
-        return crypto.open_part(
-            data_key, mailbox.id, message.id, "header", message.header_ct
-        ) + crypto.open_part(data_key, mailbox.id, message.id, "body", message.body_ct)
+        header, body = crypto.open_message(
+            key, mailbox.id, message.id, message.wrapped_key, message.header_ct, message.body_ct
+        )
+        return header + (body or b"")
 
     async def settle(
         self,
