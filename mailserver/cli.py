@@ -217,7 +217,15 @@ def auth_revoke(data_dir: Path, credential_id: int) -> None:
 
 def _register_command_groups() -> None:
     """Command groups that live in their own modules (mailserver/commands/)."""
-    from mailserver.commands import admin, audit, directory_commands, mailbox, whitelist
+    from mailserver.commands import (
+        admin,
+        audit,
+        directory_commands,
+        dkim,
+        mailbox,
+        queue,
+        whitelist,
+    )
 
     for group in (
         mailbox.group,
@@ -225,6 +233,8 @@ def _register_command_groups() -> None:
         directory_commands.group,
         audit.group,
         admin.group,
+        queue.group,
+        dkim.group,
     ):
         main.add_command(group)
 

@@ -27,8 +27,10 @@ from directory.trust import Directory
 from mailserver.auth.core import Authenticator, AuthResult
 from mailserver.config import ListenerSection, Settings
 from mailserver.delivery import DeliveryPipeline
+from mailserver.imap.server import ImapListener
 from mailserver.metrics import Metrics
 from mailserver.smtp.dkim import KnownKeys
+from mailserver.smtp.relay import Relay
 from mailserver.smtp.server import SmtpListener, TlsMode
 from mailserver.tls import server_context
 from mailserver.web.admin import admin_app
@@ -221,6 +223,7 @@ class Service:
             host, port = sock.getsockname()[:2]
             self._announce(Listener("ops", host, port, "none"))
         await self._start_smtp()
+        await self._start_imap()
         if self.settings.admin.enabled:
             context = server_context(self.settings)
             sock = bind(self.settings.admin)
@@ -230,6 +233,20 @@ class Service:
             host, port = sock.getsockname()[:2]
             self._announce(Listener("admin", host, port, "tls"))
 
+    async def _start_imap(self) -> None:
+        """`imap` (STARTTLS, LOGINDISABLED before it) and `imaps` (implicit TLS)."""
+        faces: tuple[tuple[str, ListenerSection, TlsMode], ...] = (
+            ("imap", self.settings.imap, "starttls"),
+            ("imaps", self.settings.imaps, "tls"),
+        )
+        for name, section, mode in faces:
+            if not section.enabled:
+                continue
+            listener = ImapListener(self.runtime, name=name, tls_mode=mode)
+            host, port = await listener.start(bind(section))
+            self._stoppers.append(listener.stop)
+            self._announce(Listener(name, host, port, mode))
+
     async def _start_smtp(self) -> None:
         """Operators on `smtp` (STARTTLS, client certificates), clients on `submission`
         (STARTTLS) and `submissions` (implicit TLS), all through one delivery pipeline."""
@@ -238,6 +255,12 @@ class Service:
             settings.path(settings.dkim.trusted_keys_file), use_dns=settings.dkim.dns
         )
         pipeline = DeliveryPipeline(self.runtime, keys)
+        # The relay sends what submissions queue for other operators. Stoppers run in
+        # reverse: appended before the listeners, it stops after they have stopped.
+        relay = Relay(self.runtime)
+        pipeline.on_queued = relay.wake
+        await relay.start()
+        self._stoppers.append(relay.stop)
         faces: tuple[tuple[str, ListenerSection, Channel, TlsMode], ...] = (
             ("smtp", settings.smtp, "inbound", "starttls"),
             ("submission", settings.submission, "submission", "starttls"),

@@ -99,6 +99,15 @@ class OutboundQueue:
             for (message_id, domain), group in grouped.items()
         ]
 
+    async def next_due(self) -> datetime | None:
+        """When the earliest queued recipient is due (None: nothing is queued)."""
+        async with self.database.read() as session:
+            return await session.scalar(
+                select(func.min(OutboundRecipient.next_attempt_at)).where(
+                    OutboundRecipient.state == "queued"
+                )
+            )
+
     async def read(self, message_id: uuid.UUID) -> bytes:
         """The queued message, decrypted for sending."""
         async with self.database.read() as session:
