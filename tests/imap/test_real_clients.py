@@ -46,12 +46,12 @@ def require(tool: str) -> str:
     return path
 
 
-async def run(*command: str, cwd: Path, timeout: float = 60) -> tuple[int, str]:
+async def run(*command: str, cwd: Path, within: float = 60) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
         *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         env={"HOME": str(cwd), "TERM": "xterm", "PATH": "/usr/bin:/bin"},
     )
-    output, _ = await asyncio.wait_for(process.communicate(), timeout)
+    output, _ = await asyncio.wait_for(process.communicate(), within)
     return process.returncode or 0, output.decode("utf-8", "replace")
 
 
