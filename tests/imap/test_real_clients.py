@@ -48,7 +48,10 @@ def require(tool: str) -> str:
 
 async def run(*command: str, cwd: Path, within: float = 60) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        *command, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *command,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={"HOME": str(cwd), "TERM": "xterm", "PATH": "/usr/bin:/bin"},
     )
     output, _ = await asyncio.wait_for(process.communicate(), within)
@@ -69,8 +72,10 @@ async def test_mutt_reads_a_message_over_imaps(node: Node, tmp_path: Path) -> No
     )
     # `script` gives mutt the terminal it wants; the message goes to the pager file.
     code, output = await run(
-        require("script"), "-qec",
-        f"mutt -n -F {rc} -e 'push <last-entry><display-message><quit>'", "/dev/null",
+        require("script"),
+        "-qec",
+        f"mutt -n -F {rc} -e 'push <last-entry><display-message><quit>'",
+        "/dev/null",
         cwd=tmp_path,
     )
     assert code == 0, output
@@ -83,16 +88,14 @@ async def test_mutt_reads_a_message_over_imaps(node: Node, tmp_path: Path) -> No
     assert seen == [3]
 
 
-async def test_mbsync_syncs_down_then_flags_and_deletions_back(
-    node: Node, tmp_path: Path
-) -> None:
+async def test_mbsync_syncs_down_then_flags_and_deletions_back(node: Node, tmp_path: Path) -> None:
     require("mbsync")
     maildir = tmp_path / "Mail"
     maildir.mkdir()
     config = tmp_path / "mbsyncrc"
     config.write_text(
         "IMAPAccount hygie\nHost localhost\n"
-        f"Port {node.ports['imaps']}\nUser {ALICE}\nPass \"{PASSWORD}\"\n"
+        f'Port {node.ports["imaps"]}\nUser {ALICE}\nPass "{PASSWORD}"\n'
         f"SSLType IMAPS\nCertificateFile {node.ca_file}\n\n"
         "IMAPStore remote\nAccount hygie\n\n"
         f"MaildirStore local\nPath {maildir}/\nInbox {maildir}/INBOX\n\n"
