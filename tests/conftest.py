@@ -30,8 +30,10 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def databases(provisioner: Provisioner, backend: str) -> DatabasePair:
-    return await provisioner.fresh(backend)
+async def databases(provisioner: Provisioner, backend: str) -> AsyncIterator[DatabasePair]:
+    pair = await provisioner.fresh(backend)
+    yield pair
+    await provisioner.release(pair)
 
 
 @pytest.fixture
