@@ -9,7 +9,7 @@ import socket
 from typing import TYPE_CHECKING, Literal
 
 from mailserver.imap.session import ImapSession
-from mailserver.tls import server_context
+from mailserver.tls import server_context, tune_asyncio_tls_buffers
 
 if TYPE_CHECKING:
     from mailserver.service import Runtime
@@ -25,6 +25,7 @@ class ImapListener:
         self.name = name
         self.tls_mode = tls_mode
         self.context = server_context(runtime.settings)
+        tune_asyncio_tls_buffers()
         self.server: asyncio.Server | None = None
         self.sessions: set[asyncio.Task[None]] = set()
 
