@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import sys
 
-from tests.bench import store_append
+from tests.bench import smtp_ingest, store_append
 
-BENCHMARKS = {"store-append": store_append.main}
+BENCHMARKS = {
+    "store-append": store_append.main,
+    "smtp-ingest": smtp_ingest.main,
+}
 
 
 def main(argv: list[str]) -> None:
