@@ -22,6 +22,8 @@ from email.parser import BytesHeaderParser
 from email.policy import default as default_policy
 from typing import TYPE_CHECKING, Literal
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from mailserver.smtp.dkim import DkimResult, KnownKeys, verify
 from mailserver.smtp.protocol import NULL_SENDER, TlsInfo
 from storage.messages import (
@@ -95,8 +97,18 @@ class GroupCommit:
             del self._pending[: self.max_group]
             try:
                 results = await self.message_store.store_batch([r for r, _f in group])
-            except Exception:  # one bad message must not fail the others
+            except StoreError:
+                # Refused inside the transaction (a mailbox closed meanwhile…), so nothing
+                # was committed: one bad message must not fail the others.
                 await self._one_by_one(group)
+                continue
+            except Exception as exc:
+                # Anything else (the database went away, perhaps while committing) may or
+                # may not have committed: retrying could store twice, so every delivery
+                # of the group fails and its client will try again.
+                for _request, future in group:
+                    if not future.done():
+                        future.set_exception(exc)
                 continue
             for (_request, future), result in zip(group, results, strict=True):
                 if not future.done():
@@ -218,6 +230,11 @@ class DeliveryPipeline:
             log.warning("delivery %s not stored: %s", queue_id, exc)
             raise DeliveryError(
                 "451 4.3.0 the message could not be stored; nothing was kept, try again later"
+            ) from exc
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("delivery %s failed in the database: %s", queue_id, type(exc).__name__)
+            raise DeliveryError(
+                "451 4.3.0 the message store is unavailable; try again later"
             ) from exc
         if patients and arrival.mail_from != NULL_SENDER:
             await self._record_conversations(arrival, patients, content)

@@ -61,7 +61,7 @@ class Runtime:
     directory: Directory
     metrics: Metrics = field(default_factory=Metrics)
     stopping: bool = False
-    _inflight: set[asyncio.Task[Any]] = field(default_factory=set)
+    _inflight: set[asyncio.Future[Any]] = field(default_factory=set)
 
     @classmethod
     def open(cls, settings: Settings) -> Runtime:
@@ -102,12 +102,13 @@ class Runtime:
         task = asyncio.ensure_future(work)
         self._inflight.add(task)
         self.metrics.inflight.set(len(self._inflight))
-        try:
-            return await asyncio.shield(task)
-        finally:
-            if task.done():
-                self._inflight.discard(task)
-                self.metrics.inflight.set(len(self._inflight))
+        # Forgotten when it ends, even if the client that waited for it went away.
+        task.add_done_callback(self._finished)
+        return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Future[Any]) -> None:
+        self._inflight.discard(task)
+        self.metrics.inflight.set(len(self._inflight))
 
     async def drain(self, within: float = DRAIN_SECONDS) -> None:
         pending = {task for task in self._inflight if not task.done()}

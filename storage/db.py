@@ -89,8 +89,11 @@ def open_database(url: str, *, pool_size: int = 10, echo: bool = False) -> Datab
         writer = _sqlite_engine(url, echo=echo, immediate=True)
         reader = _sqlite_engine(url, echo=echo, immediate=False)
     else:
+        # No pre-ping: it costs three round trips per checkout on asyncpg; a connection
+        # that died with its server fails one statement (the client retries) and is
+        # replaced, and recycling bounds how long any connection lives.
         writer = reader = create_async_engine(
-            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            url, echo=echo, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800
         )
     return Database(
         url=url,
