@@ -120,6 +120,14 @@ class FolderStatus:
 
 
 @dataclass(frozen=True)
+class StorageUsage:
+    """What a mailbox holds over all its folders, and its quota (None: no limit)."""
+
+    used_bytes: int
+    quota_bytes: int | None
+
+
+@dataclass(frozen=True)
 class Entry:
     """A message's place in a folder: what IMAP reads without decrypting anything."""
 
@@ -448,6 +456,18 @@ class MessageStore:
                 int(count) - int(seen or 0),
                 int(size),
             )
+
+    async def storage_usage(self, mailbox_id: int) -> StorageUsage:
+        async with self.database.read() as session:
+            quota = await session.scalar(
+                select(Mailbox.quota_bytes).where(Mailbox.id == mailbox_id)
+            )
+            used = await session.scalar(
+                select(func.coalesce(func.sum(FolderEntry.size), 0))
+                .join(Folder, Folder.id == FolderEntry.folder_id)
+                .where(Folder.mailbox_id == mailbox_id)
+            )
+            return StorageUsage(int(used or 0), None if quota is None else int(quota))
 
     # -- appending ---------------------------------------------------------------------
 

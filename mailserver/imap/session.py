@@ -22,6 +22,8 @@ from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from mailserver.imap import commands as c
+from mailserver.imap import quota
+from mailserver.imap.compress import Deflate
 from mailserver.imap.framing import (
     CommandFramer,
     ContinuationRequest,
@@ -36,8 +38,10 @@ from mailserver.imap.message import (
     ParsedMessage,
     UnknownCTEError,
 )
+from mailserver.imap.qresync import missed_since, vanished_since
 from mailserver.imap.search import Candidate, Evaluator, needs_content
 from mailserver.imap.selected import SelectedView, Update
+from mailserver.imap.sort import needs_headers, sort_candidates
 from mailserver.imap.specials import (
     AndKey,
     BinarySection,
@@ -52,11 +56,14 @@ from mailserver.imap.specials import (
     NotKey,
     OrKey,
     SavedResult,
+    SearchKey,
     SearchReturn,
     SequenceSet,
     StatusItem,
     StoreMode,
 )
+from mailserver.imap.thread import render as render_threads
+from mailserver.imap.thread import thread
 from mailserver.imap.wire import (
     Atom,
     Encoded,
@@ -155,6 +162,7 @@ class ImapSession:
         self.selected: SelectedView | None = None
         self.enabled: set[str] = set()
         self.saved: frozenset[int] = frozenset()
+        self.deflate: Deflate | None = None
         self.done = False
         peer = writer.get_extra_info("peername")
         self.remote = str(peer[0]) if peer else "unknown"
@@ -166,8 +174,17 @@ class ImapSession:
         return "IMAP4REV2" in self.enabled
 
     async def send(self, line: bytes) -> None:
-        self.writer.write(line + b"\r\n")
+        data = line + b"\r\n"
+        if self.deflate is not None:
+            data = self.deflate.compress(data)
+        self.writer.write(data)
         await self.writer.drain()
+
+    async def flush(self) -> None:
+        """The end of a response burst: with COMPRESS, make it all decodable now."""
+        if self.deflate is not None and (data := self.deflate.flush()):
+            self.writer.write(data)
+            await self.writer.drain()
 
     async def untagged(self, *items: ResponseItem) -> None:
         await self.send(b"* " + render_sequence(items, utf8=self.utf8))
@@ -186,6 +203,7 @@ class ImapSession:
         caps += [
             "LITERAL-",
             "ID",
+            "COMPRESS=DEFLATE",
             "ENABLE",
             "IDLE",
             "NAMESPACE",
@@ -202,6 +220,12 @@ class ImapSession:
             "BINARY",
             "MULTIAPPEND",
             "STATUS=SIZE",
+            "QRESYNC",
+            "QUOTA",
+            "QUOTA=RES-STORAGE",
+            "SORT",
+            "THREAD=ORDEREDSUBJECT",
+            "THREAD=REFERENCES",
             f"APPENDLIMIT={self.runtime.settings.limits.message_bytes}",
         ]
         return caps
@@ -218,6 +242,7 @@ class ImapSession:
                 if frame is None:
                     break
                 await self.execute(frame)
+                await self.flush()
         except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
         except TimeoutError:
@@ -228,6 +253,7 @@ class ImapSession:
     async def _bye(self, text: str) -> None:
         try:
             await self.send(f"* BYE {text}".encode())
+            await self.flush()
         except (ConnectionError, ssl.SSLError):
             pass
 
@@ -236,11 +262,16 @@ class ImapSession:
         while True:
             if self.pending:
                 data, self.pending = self.pending, b""
+            elif self.deflate is not None and self.deflate.backlog:
+                data = self.deflate.inflate(b"")
             else:
+                await self.flush()
                 timeout = AUTOLOGOUT_SECONDS if self.user else LOGIN_TIMEOUT_SECONDS
                 data = await asyncio.wait_for(self.reader.read(65536), timeout)
                 if not data:
                     return None
+                if self.deflate is not None:
+                    data = self.deflate.inflate(data)
             result = self.framer.feed(data)
             self.pending = bytes(result.remainder)
             frame: Frame | None = None
@@ -299,6 +330,7 @@ class ImapSession:
             c.Check: self.do_noop,
             c.Logout: self.do_logout,
             c.Id: self.do_id,
+            c.Compress: self.do_compress,
             c.StartTLS: self.do_starttls,
             c.Login: self.do_login,
             c.Authenticate: self.do_authenticate,
@@ -325,6 +357,10 @@ class ImapSession:
             c.Store: self.do_store,
             c.Copy: self.do_copy,
             c.Move: self.do_copy,
+            c.GetQuota: self.do_getquota,
+            c.GetQuotaRoot: self.do_getquotaroot,
+            c.Sort: self.do_sort,
+            c.Thread: self.do_thread,
         }
 
     # -- any state -----------------------------------------------------------------------
@@ -346,6 +382,20 @@ class ImapSession:
         # RFC 2971: the server may answer NIL; name and version only, nothing sensitive.
         await self.untagged(Atom("ID"), ["name", "Hygie", "vendor", "Hygie"])
         return None, "ID completed"
+
+    async def do_compress(self, tag: str, command: c.Compress) -> tuple[str | None, str]:
+        # RFC 4978 §3: after authentication, once per connection.
+        if self.user is None:
+            raise Refusal("COMPRESS needs authentication first", status="BAD")
+        if self.deflate is not None:
+            raise Refusal("DEFLATE is already active", code="COMPRESSIONACTIVE")
+        if command.algorithm != "DEFLATE":
+            raise Refusal(f"compression {command.algorithm} is not supported; use DEFLATE")
+        await self.tagged(tag, "OK", "DEFLATE active")
+        self.deflate = Deflate()
+        if self.pending:  # sent after the command, so already compressed
+            self.pending = self.deflate.inflate(self.pending)
+        raise _AlreadyAnswered
 
     # -- not authenticated ---------------------------------------------------------------
 
@@ -621,28 +671,58 @@ class ImapSession:
         return None, "STATUS completed"
 
     async def do_enable(self, tag: str, command: c.Enable) -> tuple[str | None, str]:
-        supported = {"IMAP4REV2", "CONDSTORE"}
+        supported = {"IMAP4REV2", "CONDSTORE", "QRESYNC"}
         newly = [
             cap
             for cap in (x.upper() for x in command.capabilities)
             if cap in supported and cap not in self.enabled
         ]
         self.enabled.update(newly)
+        if "QRESYNC" in newly:
+            self.enabled.add("CONDSTORE")  # RFC 7162 §3.2: QRESYNC implies CONDSTORE
         await self.untagged(
             Atom("ENABLED"), *[Atom("IMAP4rev2" if n == "IMAP4REV2" else n) for n in newly]
         )
         return None, "ENABLE completed"
 
+    # -- QUOTA (RFC 9208) ------------------------------------------------------------------
+
+    async def _quota(self, root: str, mailbox: MailboxInfo) -> None:
+        usage = await self.store.storage_usage(mailbox.id)
+        await self.untagged(Atom("QUOTA"), root, quota.resources(usage))
+
+    async def do_getquotaroot(self, tag: str, command: c.GetQuotaRoot) -> tuple[str | None, str]:
+        place = await self.resolve(command.mailbox)
+        await self.folder_of(place)
+        root = quota.root_name(place.prefix)
+        await self.untagged(Atom("QUOTAROOT"), Encoded(self._name_bytes(place.imap_name())), root)
+        await self._quota(root, place.mailbox)
+        return None, "GETQUOTAROOT completed"
+
+    async def do_getquota(self, tag: str, command: c.GetQuota) -> tuple[str | None, str]:
+        for mailbox, prefix in await self.places():
+            if quota.root_name(prefix) == command.root:
+                await self._quota(command.root, mailbox)
+                return None, "GETQUOTA completed"
+        raise Refusal(f"no quota root {command.root!r}", code="NONEXISTENT")
+
+    async def check_quota(self, mailbox: MailboxInfo, adding: int) -> None:
+        if quota.exceeds(await self.store.storage_usage(mailbox.id), adding):
+            raise Refusal("the mailbox is full: delete or archive messages first", code="OVERQUOTA")
+
     # -- selecting ------------------------------------------------------------------------
 
     async def do_select(self, tag: str, command: c.Select | c.Examine) -> tuple[str | None, str]:
+        if self.selected is not None:
+            # RFC 9051 §7.1, RFC 7162 §3.2.11: responses before this were about the old one.
+            await self.send(b"* OK [CLOSED] previous mailbox closed")
         self.selected = None
         self.saved = frozenset()
+        if command.qresync is not None and "QRESYNC" not in self.enabled:
+            raise Refusal("QRESYNC needs ENABLE QRESYNC first (RFC 7162 §3.2.5)", status="BAD")
         place = await self.resolve(command.mailbox)
         folder = await self.folder_of(place)
         read_only = isinstance(command, c.Examine)
-        if command.qresync is not None:
-            raise Refusal("QRESYNC is not enabled", status="BAD")
         if command.condstore:
             self.enabled.add("CONDSTORE")
         view = SelectedView(folder, read_only=read_only)
@@ -667,6 +747,12 @@ class ImapSession:
             await self.untagged(
                 Atom("LIST"), [], DELIMITER, Encoded(self._name_bytes(place.imap_name()))
             )
+        if command.qresync is not None:
+            missed = await missed_since(self.store, view, command.qresync)
+            if missed is not None:
+                await self._vanished(missed.vanished, earlier=True)
+                for msn, entry in missed.changed:
+                    await self.untagged(msn, Atom("FETCH"), self._flags_item(entry))
         self.selected = view
         return (
             "READ-ONLY" if read_only else "READ-WRITE"
@@ -692,14 +778,24 @@ class ImapSession:
         await self._send_update(update)
 
     async def _send_update(self, update: Update) -> None:
-        for msn in update.expunged_msns:
-            await self.untagged(msn, Atom("EXPUNGE"))
+        if "QRESYNC" in self.enabled:
+            await self._vanished(update.expunged_uids, earlier=False)  # RFC 7162 §3.2.10
+        else:
+            for msn in update.expunged_msns:
+                await self.untagged(msn, Atom("EXPUNGE"))
         if update.expunged_uids:
             self.saved = self.saved - set(update.expunged_uids)
         if update.exists is not None:
             await self.untagged(update.exists, Atom("EXISTS"))
         for msn, entry in update.flags:
             await self.untagged(msn, Atom("FETCH"), self._flags_item(entry))
+
+    async def _vanished(self, uids: Sequence[int], *, earlier: bool) -> None:
+        """RFC 7162 §3.2.10 VANISHED: expunged UIDs, "(EARLIER)" when they were expunged
+        before this command (and sequence numbers do not change)."""
+        if uids:
+            tag: list[ResponseItem] = [[Atom("EARLIER")]] if earlier else []
+            await self.untagged(Atom("VANISHED"), *tag, SequenceSet.from_numbers(uids).encode())
 
     def _flags_item(self, entry: Entry, uid: bool = True) -> list[ResponseItem]:
         items: list[ResponseItem] = []
@@ -747,6 +843,7 @@ class ImapSession:
             flags = frozenset(f for f in message.flags if f != "\\Recent")
             when = message.internal_date.astimezone(UTC) if message.internal_date else None
             items.append((message.data, [AppendTarget(place.mailbox.id, folder.name, flags, when)]))
+        await self.check_quota(place.mailbox, sum(len(m.data) for m in command.messages))
         results = await self.store.append_batch(items)
         uids = [r[0].uid for r in results]
         await self.report(allow_expunge=False)
@@ -776,6 +873,7 @@ class ImapSession:
                 )
                 if change in done:
                     await self.report(allow_expunge=True)
+                    await self.flush()
                 else:
                     change.cancel()
                 if reading in done:
@@ -825,18 +923,32 @@ class ImapSession:
                     item.message = ParsedMessage(raw[item.entry.uid])
         return found
 
-    async def do_search(self, tag: str, command: c.Search) -> tuple[str | None, str]:
+    async def matching(self, key: SearchKey, *, headers: bool = False) -> list[Candidate]:
+        """The messages `key` matches, in sequence order; with `headers`, each with at
+        least its header section loaded (for SORT and THREAD)."""
         view = self.selected
         assert view is not None
-        await self.report(allow_expunge=command.uid)
         evaluator = Evaluator(
             largest_msn=view.exists, largest_uid=view.largest_uid, saved=self.saved
         )
         matched = [
             item
-            for item in await self.candidates(needs_content(command.key))
-            if evaluator.matches(command.key, item)
+            for item in await self.candidates(needs_content(key))
+            if evaluator.matches(key, item)
         ]
+        bare = [item for item in matched if item.message is None] if headers else []
+        for start in range(0, len(bare), FETCH_BATCH):
+            batch = bare[start : start + FETCH_BATCH]
+            raw = await self.store.read_many(
+                view.folder_id, [x.entry.uid for x in batch], header_only=True
+            )
+            for item in batch:
+                item.message = ParsedMessage(raw[item.entry.uid])
+        return matched
+
+    async def do_search(self, tag: str, command: c.Search) -> tuple[str | None, str]:
+        await self.report(allow_expunge=command.uid)
+        matched = await self.matching(command.key)
         uids = [item.entry.uid for item in matched]
         numbers = uids if command.uid else [item.msn for item in matched]
         returns = command.returns
@@ -866,17 +978,42 @@ class ImapSession:
         await self.untagged(*result)
         return None, "SEARCH completed"
 
+    # -- SORT and THREAD (RFC 5256) -----------------------------------------------------
+
+    async def do_sort(self, tag: str, command: c.Sort) -> tuple[str | None, str]:
+        await self.report(allow_expunge=command.uid)
+        matched = await self.matching(command.key, headers=needs_headers(command.criteria))
+        ordered = sort_candidates(matched, command.criteria)
+        await self.untagged(
+            Atom("SORT"), *[item.entry.uid if command.uid else item.msn for item in ordered]
+        )
+        return None, "SORT completed"
+
+    async def do_thread(self, tag: str, command: c.Thread) -> tuple[str | None, str]:
+        await self.report(allow_expunge=command.uid)
+        matched = await self.matching(command.key, headers=True)
+        numbers = {item.entry.uid: item.entry.uid if command.uid else item.msn for item in matched}
+        threads = thread(command.algorithm, matched)
+        await self.send(b"* THREAD" + (b" " + render_threads(threads, numbers) if threads else b""))
+        return None, "THREAD completed"
+
     # -- FETCH ---------------------------------------------------------------------------
 
     async def do_fetch(self, tag: str, command: c.Fetch) -> tuple[str | None, str]:
         view = self.selected
         assert view is not None
+        if command.vanished and "QRESYNC" not in self.enabled:
+            raise Refusal("VANISHED needs ENABLE QRESYNC first (RFC 7162 §3.2.6)", status="BAD")
         await self.report(allow_expunge=command.uid)
-        if command.vanished:
-            raise Refusal("VANISHED needs QRESYNC", status="BAD")
+        if command.vanished and command.changed_since is not None:
+            vanished = await vanished_since(
+                self.store, view, command.changed_since, command.messages
+            )
+            await self._vanished(vanished, earlier=True)
         chosen = self.targets(command.messages, uid=command.uid)
         attributes = list(command.attributes)
-        if command.uid and FetchItem.UID not in attributes:
+        # RFC 7162 §3.2: once QRESYNC is enabled, every FETCH response names its UID.
+        if (command.uid or "QRESYNC" in self.enabled) and FetchItem.UID not in attributes:
             attributes.insert(0, FetchItem.UID)
         if command.changed_since is not None:
             self.enabled.add("CONDSTORE")
@@ -1012,7 +1149,9 @@ class ImapSession:
                 continue
             if command.action.silent and not (uid in changed and "CONDSTORE" in self.enabled):
                 continue
-            await self.untagged(msn, Atom("FETCH"), self._flags_item(current, uid=command.uid))
+            # RFC 7162 §3.2: with QRESYNC, every FETCH response names its UID.
+            with_uid = command.uid or "QRESYNC" in self.enabled
+            await self.untagged(msn, Atom("FETCH"), self._flags_item(current, uid=with_uid))
         if update.modified:
             numbers = (
                 update.modified if command.uid else [view.msn_of(u) or 0 for u in update.modified]
@@ -1039,6 +1178,8 @@ class ImapSession:
         uids = [u for _m, u in chosen]
         if not uids:
             return None, f"{type(command).__name__.upper()} completed (nothing to do)"
+        if not (is_move and target.mailbox_id == view.folder.mailbox_id):
+            await self.check_quota(target_place.mailbox, sum(view.entries[u].size for u in uids))
         if is_move:
             mapping = await self.store.move(view.folder_id, uids, target.id)
         else:
@@ -1062,7 +1203,7 @@ class ImapSession:
 
 
 class _AlreadyAnswered(Exception):
-    """The handler wrote its own tagged response (STARTTLS)."""
+    """The handler wrote its own tagged response (STARTTLS, COMPRESS)."""
 
 
 def _first_at_least(uids: list[int], value: int) -> int:
