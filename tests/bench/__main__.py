@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import sys
 
-from tests.bench import directory_import, smtp_ingest, store_append
+from tests.bench import (
+    directory_import,
+    imap_load,
+    smtp_ingest,
+    store_append,
+)
 
 BENCHMARKS = {
     "store-append": store_append.main,
     "directory-import": directory_import.main,
     "smtp-ingest": smtp_ingest.main,
+    "imap-load": imap_load.main,
 }
 
 
