@@ -55,6 +55,19 @@ def needs_content(key: SearchKey) -> bool:
     return False
 
 
+def needs_body(key: SearchKey) -> bool:
+    """Whether evaluating `key` needs the body (BODY, TEXT), not only the header."""
+    if isinstance(key, BodyKey | TextKey):
+        return True
+    if isinstance(key, NotKey):
+        return needs_body(key.key)
+    if isinstance(key, OrKey):
+        return needs_body(key.left) or needs_body(key.right)
+    if isinstance(key, AndKey):
+        return any(needs_body(k) for k in key.keys)
+    return False
+
+
 def _fold(text: str) -> str:
     return text.casefold()
 

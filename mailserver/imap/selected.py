@@ -75,11 +75,16 @@ class SelectedView:
         RFC 9051 §7.5.1), expunges are remembered and announced later.
         """
         update = Update()
+        # The common case, nothing changed, costs one primary-key read.
+        folder = await store.folder_by_id(self.folder.id)
+        if folder.highestmodseq == self.modseq and not (allow_expunge and self.pending_expunges):
+            return update
         changed = await store.entries(self.folder.id, changed_since=self.modseq)
         expunged = await store.expunged_since(self.folder.id, self.modseq)
-        status = await store.status(self.folder.id)
-        self.modseq = status.highestmodseq
-        self.uidnext = status.uidnext
+        # Changes committed after `folder` was read are caught by the next catch-up:
+        # they carry a higher MODSEQ than the one remembered here.
+        self.modseq = max(folder.highestmodseq, max((e.modseq for e in changed), default=0))
+        self.uidnext = folder.uidnext
         self.pending_expunges.update(uid for uid in expunged if uid in self.entries)
         if allow_expunge and self.pending_expunges:
             for uid in sorted(self.pending_expunges, reverse=True):

@@ -39,7 +39,7 @@ from mailserver.imap.message import (
     UnknownCTEError,
 )
 from mailserver.imap.qresync import missed_since, vanished_since
-from mailserver.imap.search import Candidate, Evaluator, needs_content
+from mailserver.imap.search import Candidate, Evaluator, needs_body, needs_content
 from mailserver.imap.selected import SelectedView, Update
 from mailserver.imap.sort import needs_headers, sort_candidates
 from mailserver.imap.specials import (
@@ -911,14 +911,18 @@ class ImapSession:
 
     # -- SEARCH --------------------------------------------------------------------------
 
-    async def candidates(self, with_content: bool) -> list[Candidate]:
+    async def candidates(self, with_content: bool, *, with_body: bool = True) -> list[Candidate]:
+        """Every message of the selected folder; decrypted when the search needs it, and
+        then only the header section unless the body is searched too."""
         view = self.selected
         assert view is not None
         found = [Candidate(m, view.entries[u]) for m, u in enumerate(view.uids, 1)]
         if with_content:
             for start in range(0, len(found), FETCH_BATCH):
                 batch = found[start : start + FETCH_BATCH]
-                raw = await self.store.read_many(view.folder_id, [x.entry.uid for x in batch])
+                raw = await self.store.read_many(
+                    view.folder_id, [x.entry.uid for x in batch], header_only=not with_body
+                )
                 for item in batch:
                     item.message = ParsedMessage(raw[item.entry.uid])
         return found
@@ -933,7 +937,7 @@ class ImapSession:
         )
         matched = [
             item
-            for item in await self.candidates(needs_content(key))
+            for item in await self.candidates(needs_content(key), with_body=needs_body(key))
             if evaluator.matches(key, item)
         ]
         bare = [item for item in matched if item.message is None] if headers else []
