@@ -127,7 +127,7 @@ class StorageUsage:
     quota_bytes: int | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """A message's place in a folder: what IMAP reads without decrypting anything."""
 
@@ -645,15 +645,32 @@ class MessageStore:
     async def entries(
         self, folder_id: int, *, changed_since: int | None = None, uids: Sequence[int] | None = None
     ) -> list[Entry]:
-        """Entries in UID order; optionally only those changed after a MODSEQ, or some UIDs."""
-        query = select(FolderEntry).where(FolderEntry.folder_id == folder_id)
+        """Entries in UID order; optionally only those changed after a MODSEQ, or some UIDs.
+
+        Plain column rows, not ORM objects: a SELECT of a large folder reads them all.
+        """
+        query = select(
+            FolderEntry.uid,
+            FolderEntry.message_id,
+            FolderEntry.flags,
+            FolderEntry.modseq,
+            FolderEntry.internal_date,
+            FolderEntry.size,
+        ).where(FolderEntry.folder_id == folder_id)
         if changed_since is not None:
             query = query.where(FolderEntry.modseq > changed_since)
         if uids is not None:
             query = query.where(FolderEntry.uid.in_(list(uids)))
         async with self.database.read() as session:
-            rows = await session.scalars(query.order_by(FolderEntry.uid))
-            return [_entry(row) for row in rows]
+            rows = (await session.execute(query.order_by(FolderEntry.uid))).all()
+        flag_sets: dict[str, frozenset[str]] = {}
+        entries = []
+        for uid, message_id, flags, modseq, internal_date, size in rows:
+            decoded = flag_sets.get(flags)
+            if decoded is None:
+                decoded = flag_sets[flags] = decode_flags(flags)  # few distinct flag sets
+            entries.append(Entry(uid, message_id, decoded, modseq, internal_date, size))
+        return entries
 
     async def expunged_since(self, folder_id: int, modseq: int) -> list[int]:
         async with self.database.read() as session:
