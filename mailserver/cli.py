@@ -224,6 +224,7 @@ def _register_command_groups() -> None:
         dkim,
         mailbox,
         queue,
+        retention,
         whitelist,
     )
 
@@ -235,6 +236,7 @@ def _register_command_groups() -> None:
         admin.group,
         queue.group,
         dkim.group,
+        retention.group,
     ):
         main.add_command(group)
 

@@ -191,6 +191,32 @@ class DkimSection(_Section):
     dns: bool = Field(default=False, description="also look DKIM keys up in public DNS")
 
 
+class RetentionSection(_Section):
+    """Retention rules (MISSION "Storage and retention") and how often the jobs run."""
+
+    enabled: bool = Field(default=True, description="run the retention jobs inside serve")
+    interval_seconds: int = Field(default=3600, ge=60, le=7 * 86_400)
+    message_years: int = Field(default=10, ge=1, le=100, description="then messages are purged")
+    deletion_months: int = Field(default=3, ge=0, le=120, description="closure on request")
+    archive_months: int = Field(default=12, ge=0, le=1200, description="other closures")
+    inactivity_months: int = Field(default=12, ge=1, le=120, description="no login: warning")
+    grace_days: int = Field(default=30, ge=1, le=365, description="after the warning: closure")
+    functional_log_months: int = Field(default=6, ge=1, le=120)
+    batch_size: int = Field(default=1000, ge=1, le=100_000, description="rows per transaction")
+    inactivity_kinds: str = Field(
+        default="PER,ORG,APP,CAB,PAT", description="mailbox types closed when inactive"
+    )
+
+    @field_validator("inactivity_kinds")
+    @classmethod
+    def _known_kinds(cls, value: str) -> str:
+        kinds = [part.strip().upper() for part in value.split(",") if part.strip()]
+        unknown = sorted(set(kinds) - {"PER", "ORG", "APP", "CAB", "PAT"})
+        if unknown:
+            raise ValueError(f"unknown mailbox types {', '.join(unknown)}: use PER,ORG,APP,CAB,PAT")
+        return ",".join(kinds)
+
+
 class Settings(_Section):
     server: ServerSection
     database: DatabaseSection = DatabaseSection()
@@ -209,6 +235,7 @@ class Settings(_Section):
     queue: QueueSection = QueueSection()
     logging: LoggingSection = LoggingSection()
     dkim: DkimSection = DkimSection()
+    retention: RetentionSection = RetentionSection()
 
     @property
     def data_dir(self) -> Path:

@@ -35,6 +35,7 @@ from mailserver.smtp.server import SmtpListener, TlsMode
 from mailserver.tls import server_context
 from mailserver.web.admin import admin_app
 from mailserver.web.ops import ops_app
+from retention.scheduler import RetentionScheduler
 from storage.credentials import CredentialStore
 from storage.db import Database, open_database
 from storage.keystore import KeyStore, MasterKeySource
@@ -233,6 +234,14 @@ class Service:
             self._stoppers.append(admin.stop)
             host, port = sock.getsockname()[:2]
             self._announce(Listener("admin", host, port, "tls"))
+        if self.settings.retention.enabled:
+            retention = RetentionScheduler.create(
+                self.runtime.store,
+                self.settings.retention.model_dump(),
+                domain=self.settings.server.domain,
+            )
+            retention.start()
+            self._stoppers.append(retention.stop)  # stopped first: stoppers run in reverse
 
     async def _start_imap(self) -> None:
         """`imap` (STARTTLS, LOGINDISABLED before it) and `imaps` (implicit TLS)."""

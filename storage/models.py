@@ -26,6 +26,8 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     Uuid,
+    false,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -90,6 +92,26 @@ class Mailbox(MessageBase):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Retention (retention/): why and until when a closed mailbox is kept, legal hold,
+    # inactivity warning. A hold keeps every message and the mailbox itself from deletion.
+    closure_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    deletion_due_at: Mapped[datetime | None] = mapped_column(
+        UTCDateTime(), nullable=True, index=True
+    )
+    reopened_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    inactivity_warned_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    legal_hold_by: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    legal_hold_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # Holds are rare: a partial index finds them without scanning every mailbox.
+    __table_args__ = (
+        Index(
+            "ix_mailboxes_legal_hold",
+            "id",
+            sqlite_where=text("legal_hold"),
+            postgresql_where=text("legal_hold"),
+        ),
+    )
 
 
 class Folder(MessageBase):
@@ -431,3 +453,55 @@ class OutboundRecipient(MessageBase):
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     last_reply: Mapped[str] = mapped_column(String(1024), default="")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
+# -- retention -----------------------------------------------------------------------------
+
+
+class FunctionalLog(MessageBase):
+    """Functional logs: who did what, when, with a summary of the request and its result
+    (never content). Kept six months by default (`storage.functional_log`)."""
+
+    __tablename__ = "functional_logs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(320))
+    action: Mapped[str] = mapped_column(String(64), index=True)
+    target: Mapped[str] = mapped_column(String(512), default="")
+    request: Mapped[str] = mapped_column(String(2048), default="")
+    result: Mapped[str] = mapped_column(String(512), default="ok")
+    node: Mapped[str] = mapped_column(String(128), default="")
+
+
+class RetentionRun(MessageBase):
+    """One run of the retention jobs, whichever node ran it (the scheduler skips a run
+    when another node finished one recently)."""
+
+    __tablename__ = "retention_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    node: Mapped[str] = mapped_column(String(128))
+    as_of: Mapped[datetime] = mapped_column(UTCDateTime())
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    outcome: Mapped[str] = mapped_column(String(16), default="running")  # running, ok, failed
+    summary: Mapped[str] = mapped_column(String(4096), default="{}")  # JSON counts
+
+
+class LifecycleNotice(MessageBase):
+    """A notice owed to an address outside the trust space (a patient's notification
+    address), e.g. an inactivity warning. It carries no health content; whoever sends
+    it sets `sent_at`."""
+
+    __tablename__ = "lifecycle_notices"
+    __table_args__ = (Index("ix_lifecycle_notices_pending", "sent_at", "created_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    mailbox_id: Mapped[int] = mapped_column(
+        ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(32))  # inactivity-warning
+    address: Mapped[str] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

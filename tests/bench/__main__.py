@@ -7,6 +7,7 @@ import sys
 from tests.bench import (
     directory_import,
     imap_load,
+    retention_purge,
     smtp_ingest,
     store_append,
 )
@@ -15,6 +16,7 @@ BENCHMARKS = {
     "store-append": store_append.main,
     "directory-import": directory_import.main,
     "smtp-ingest": smtp_ingest.main,
+    "retention-purge": retention_purge.main,
     "imap-load": imap_load.main,
 }
 
