@@ -70,6 +70,27 @@ async def record(
     return entry
 
 
+async def records(
+    database: Database,
+    *,
+    after_id: int = 0,
+    action: str | None = None,
+    target: str | None = None,
+    limit: int = 50,
+    newest: bool = False,
+) -> list[AuditRecord]:
+    """A page of the trail in id order: after `after_id`, or the `newest` `limit` ones."""
+    statement = select(AuditRecord).where(AuditRecord.id > after_id)
+    if action is not None:
+        statement = statement.where(AuditRecord.action == action)
+    if target is not None:
+        statement = statement.where(AuditRecord.target == target)
+    order = AuditRecord.id.desc() if newest else AuditRecord.id
+    async with database.read() as session:
+        rows = list(await session.scalars(statement.order_by(order).limit(limit)))
+    return rows[::-1] if newest else rows
+
+
 @dataclass(frozen=True)
 class Verification:
     records: int

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from sqlalchemy import select
 
 from mailserver.commands.common import data_dir_option, fail, settings_for, with_runtime
 from mailserver.service import Runtime
@@ -42,11 +41,7 @@ def list_records(data_dir: Path, limit: int) -> None:
     """The most recent records, newest last."""
 
     async def work(runtime: Runtime) -> list[AuditRecord]:
-        async with runtime.messages_db.read() as session:
-            rows = await session.scalars(
-                select(AuditRecord).order_by(AuditRecord.id.desc()).limit(limit)
-            )
-            return list(rows)[::-1]
+        return await audit.records(runtime.messages_db, limit=limit, newest=True)
 
     for row in with_runtime(settings_for(data_dir), work):
         click.echo(

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -42,7 +41,6 @@ from storage.admin_tokens import (
     AdminTokenStore,
 )
 from storage.messages import Conflict, MailboxInfo, NotFound, StoreError
-from storage.models import AuditRecord
 
 if TYPE_CHECKING:
     from directory.trust import Directory
@@ -637,14 +635,13 @@ async def import_whitelist(call: Call) -> Content:
 )
 async def list_audit(call: Call) -> Content:
     query = call.query(AuditQuery)
-    statement = select(AuditRecord).where(AuditRecord.id > query.after_id)
-    if query.action is not None:
-        statement = statement.where(AuditRecord.action == query.action)
-    if query.target is not None:
-        statement = statement.where(AuditRecord.target == query.target)
-    statement = statement.order_by(AuditRecord.id).limit(query.limit)
-    async with call.runtime.messages_db.read() as session:
-        rows = list(await session.scalars(statement))
+    rows = await audit.records(
+        call.runtime.messages_db,
+        after_id=query.after_id,
+        action=query.action,
+        target=query.target,
+        limit=query.limit,
+    )
     records = [
         {
             "id": row.id,
