@@ -104,6 +104,8 @@ class Report:
     warnings_cancelled: list[str] = field(default_factory=list)
     scheduled: list[str] = field(default_factory=list)
     logs: int = 0
+    # Data keys in the key store whose message is gone (a crash between two commits).
+    orphan_keys: int = 0
     stopped: bool = False
 
     @property
@@ -382,6 +384,7 @@ class RetentionJobs:
             lambda: self._warn_inactive(now, report, advance, stop),
             lambda: self._delete_due(now, report, advance, stop),
             lambda: self._purge_messages(now, report, advance, stop),
+            lambda: self._sweep_orphan_keys(report),
         )
         for step in steps:
             if stop():
@@ -635,6 +638,7 @@ class RetentionJobs:
                 summary=f"deleted ({row.closure_kind}): {int(messages or 0)} messages",
             )
         await self.store.keys.delete(key_id)
+        await self.store.keys.delete_mailbox_data_keys(mailbox_id)
         while True:
             began = time.monotonic()
             async with self.database.write() as session, session.begin():
@@ -693,6 +697,12 @@ class RetentionJobs:
         report.held_messages = sum(int(n) for _address, n in held)
         report.held_mailboxes = [address for address, _n in held]
 
+    async def _sweep_orphan_keys(self, report: Report) -> None:
+        # By the clock, not the run's `now`: the grace protects commits under way.
+        report.orphan_keys = await self.store.sweep_orphan_keys()
+        if report.orphan_keys:
+            log.info("deleted %d orphan data keys", report.orphan_keys)
+
     async def _purge_batch(
         self, cutoff: datetime, cursor: datetime | None, now: datetime
     ) -> _PurgedBatch | None:
@@ -732,6 +742,10 @@ class RetentionJobs:
             )
             chosen = [c for c in candidates if c.mailbox_id in boxes]
             ids: list[uuid.UUID] = [c.id for c in chosen]
+            # Crypto-shred first, in the key store: every copy of the message store loses
+            # these messages. Should this transaction then fail, the rows stay, unreadable
+            # and still expired: the next batch or run removes them.
+            await self.store.keys.delete_data_keys(ids)
             folder_ids = list(
                 await session.scalars(
                     select(Folder.id)

@@ -1,8 +1,10 @@
-"""The key store: mailbox keys wrapped by the master key, in a database of their own.
+"""The key store: mailbox keys wrapped by the master key, and message data keys wrapped
+by their mailbox key, in a database of their own.
 
 It is kept apart from the message store so that a copy of the message database (a backup,
 a dump) holds no key: once a mailbox key is deleted here, every copy of that mailbox's
-messages is unreadable (crypto-shredding).
+messages is unreadable, and once a message's data key is deleted here, every copy of that
+message is (crypto-shredding).
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 
 from storage.crypto import (
     ENV_MASTER_KEY,
@@ -24,9 +28,11 @@ from storage.crypto import (
     new_key,
 )
 from storage.db import Database
-from storage.models import MailboxKey, utcnow
+from storage.models import MailboxKey, MessageKey, utcnow
 
 REWRAP_BATCH = 500
+# Rows per statement when data keys are read, written or deleted (bound parameters).
+DATA_KEY_BATCH = 500
 
 
 class MasterKeySource:
@@ -122,6 +128,93 @@ class KeyStore:
         async with self.database.write() as session, session.begin():
             result = await session.execute(delete(MailboxKey).where(MailboxKey.key_id == key_id))
         return bool(getattr(result, "rowcount", 0))
+
+    # -- message data keys ----------------------------------------------------------------
+
+    async def put_data_keys(self, keys: Sequence[tuple[int, uuid.UUID, bytes]]) -> None:
+        """Store wrapped data keys (mailbox id, message id, wrapped key), durably.
+
+        Called before the message store commits the messages: a key whose message then
+        never commits is an orphan, harmless (it opens nothing) and swept later.
+        """
+        if not keys:
+            return
+        now = utcnow()
+        async with self.database.write() as session, session.begin():
+            for start in range(0, len(keys), DATA_KEY_BATCH):
+                await session.execute(
+                    insert(MessageKey),
+                    [
+                        {
+                            "message_id": message_id,
+                            "mailbox_id": mailbox_id,
+                            "wrapped_key": wrapped,
+                            "created_at": now,
+                        }
+                        for mailbox_id, message_id, wrapped in keys[start : start + DATA_KEY_BATCH]
+                    ],
+                )
+
+    async def data_keys(self, message_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, bytes]:
+        """Wrapped data keys by message id; a message without one has been shredded."""
+        wanted = list(dict.fromkeys(message_ids))
+        found: dict[uuid.UUID, bytes] = {}
+        async with self.database.read() as session:
+            for start in range(0, len(wanted), DATA_KEY_BATCH):
+                rows = await session.execute(
+                    select(MessageKey.message_id, MessageKey.wrapped_key).where(
+                        MessageKey.message_id.in_(wanted[start : start + DATA_KEY_BATCH])
+                    )
+                )
+                found.update((message_id, wrapped) for message_id, wrapped in rows.all())
+        return found
+
+    async def delete_data_keys(self, message_ids: Iterable[uuid.UUID]) -> int:
+        """Shred messages: their data keys are gone, in every copy of the message store."""
+        doomed = list(dict.fromkeys(message_ids))
+        deleted = 0
+        for start in range(0, len(doomed), DATA_KEY_BATCH):
+            async with self.database.write() as session, session.begin():
+                result = await session.execute(
+                    delete(MessageKey)
+                    .where(MessageKey.message_id.in_(doomed[start : start + DATA_KEY_BATCH]))
+                    .execution_options(synchronize_session=False)
+                )
+            deleted += int(getattr(result, "rowcount", 0) or 0)
+        return deleted
+
+    async def delete_mailbox_data_keys(self, mailbox_id: int) -> int:
+        """Every data key of one mailbox, in batches (its mailbox key is deleted first)."""
+        deleted = 0
+        while True:
+            async with self.database.write() as session, session.begin():
+                ids = list(
+                    await session.scalars(
+                        select(MessageKey.message_id)
+                        .where(MessageKey.mailbox_id == mailbox_id)
+                        .limit(DATA_KEY_BATCH)
+                    )
+                )
+                if ids:
+                    await session.execute(
+                        delete(MessageKey)
+                        .where(MessageKey.message_id.in_(ids))
+                        .execution_options(synchronize_session=False)
+                    )
+            deleted += len(ids)
+            if len(ids) < DATA_KEY_BATCH:
+                return deleted
+
+    async def data_key_page(
+        self, after: uuid.UUID | None, older_than: datetime, limit: int = DATA_KEY_BATCH
+    ) -> list[uuid.UUID]:
+        """Message ids of data keys written before `older_than`, in id order after `after`
+        (for the sweep of orphan keys)."""
+        query = select(MessageKey.message_id).where(MessageKey.created_at < older_than)
+        if after is not None:
+            query = query.where(MessageKey.message_id > after)
+        async with self.database.read() as session:
+            return list(await session.scalars(query.order_by(MessageKey.message_id).limit(limit)))
 
     async def count_by_kek(self) -> dict[str, int]:
         async with self.database.read() as session:

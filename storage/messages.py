@@ -3,6 +3,12 @@
 Every write is one transaction; a message appended to several mailboxes is in all of them
 or in none. Each mailbox gets its own encrypted copy (its own data key); folders of one
 mailbox share that copy. Changes are published through `storage.notify`.
+
+Data keys live in the key store, not in the message rows: they are written there before
+the message store commits (an orphan key, whose message never committed, opens nothing and
+is swept), and deleted when the last folder entry of their message goes, so that a copy of
+the message store taken earlier cannot open a purged or expunged message. Messages stored
+by earlier versions keep their key in their row until `move_data_keys` moves it.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import delete, func, insert, select, update
@@ -45,6 +51,13 @@ DEFAULT_FOLDERS: tuple[tuple[str, str | None], ...] = (
 )
 
 FlagMode = Literal["add", "remove", "replace"]
+
+# Data keys to write to the key store before a message-store commit:
+# (mailbox id, message id, wrapped data key).
+PendingKeys = list[tuple[int, uuid.UUID, bytes]]
+# A data key younger than this may belong to a group whose commit is still under way.
+ORPHAN_KEY_GRACE = timedelta(hours=1)
+KEY_MOVE_BATCH = 500
 
 
 class StoreError(Exception):
@@ -305,6 +318,7 @@ class MessageStore:
         """Delete the mailbox key, then its rows: every copy of its messages is unreadable."""
         info = await self.mailbox(mailbox_id)
         await self.keys.delete(info.key_id)
+        await self.keys.delete_mailbox_data_keys(mailbox_id)
         async with self.database.write() as session, session.begin():
             await session.execute(delete(Message).where(Message.mailbox_id == mailbox_id))
             await session.execute(delete(Mailbox).where(Mailbox.id == mailbox_id))
@@ -419,9 +433,10 @@ class MessageStore:
             await session.execute(delete(FolderEntry).where(FolderEntry.folder_id == folder_id))
             await session.execute(delete(Expunged).where(Expunged.folder_id == folder_id))
             await session.delete(folder)
-            await self._drop_orphans(session, message_ids)
+            orphans = await self._drop_orphans(session, message_ids)
             changes = [Change(folder.mailbox_id, folder_id, 0, "folders")]
             await self.hub.stage(session, changes)
+        await self.keys.delete_data_keys(orphans)
         self.hub.committed(changes)
 
     async def set_subscribed(self, folder_id: int, subscribed: bool) -> None:
@@ -503,17 +518,21 @@ class MessageStore:
             keys = {mid: await self.keys.get(m.key_id) for mid, m in mailboxes.items()}
             results: list[StoreResult] = []
             changes: dict[int, Change] = {}
+            pending: PendingKeys = []
             now = utcnow()
             for request in requests:
                 header, body = split_message(request.raw)
                 appended = await self._append_copies(
-                    session, keys, request, header, body, now, changes
+                    session, keys, request, header, body, now, changes, pending
                 )
                 queued = None
                 if request.outbound is not None:
                     queued = self._enqueue(session, keys, request, header, body, now)
                 results.append(StoreResult(appended, queued))
             await self.hub.stage(session, changes.values())
+            # The keys are durable before the messages: a committed message always has its
+            # key (a message that got 250 reads after a crash); the reverse is harmless.
+            await self.keys.put_data_keys(pending)
         self.hub.committed(changes.values())
         return results
 
@@ -526,6 +545,7 @@ class MessageStore:
         body: bytes,
         now: datetime,
         changes: dict[int, Change],
+        pending: PendingKeys,
     ) -> list[Appended]:
         copies: dict[int, uuid.UUID] = {}
         appended: list[Appended] = []
@@ -537,11 +557,12 @@ class MessageStore:
                 sealed = crypto.seal_message(
                     keys[target.mailbox_id], target.mailbox_id, message_id, header, body
                 )
+                pending.append((target.mailbox_id, message_id, sealed.wrapped_key))
                 session.add(
                     Message(
                         id=message_id,
                         mailbox_id=target.mailbox_id,
-                        wrapped_key=sealed.wrapped_key,
+                        wrapped_key=None,
                         header_ct=sealed.header_ct,
                         body_ct=sealed.body_ct,
                         size=size,
@@ -716,9 +737,13 @@ class MessageStore:
             missing = sorted(set(uids) - {row[0] for row in rows})
             raise NotFound(f"no message with UID {', '.join(map(str, missing))}")
         key = await self.keys.get(mailbox.key_id)
+        in_key_store = await self.keys.data_keys(row[1] for row in rows if row[3] is None)
         found: dict[int, bytes] = {}
         for row in rows:
-            uid, message_id, owner_id, wrapped = row[0], row[1], row[2], row[3]
+            uid, message_id, owner_id = row[0], row[1], row[2]
+            wrapped = row[3] if row[3] is not None else in_key_store.get(message_id)
+            if wrapped is None:
+                raise crypto.DecryptionError("this message's data key has been deleted (shredded)")
             header, body = crypto.open_message(
                 key, owner_id, message_id, wrapped, row[4], None if header_only else row[5]
             )
@@ -783,8 +808,12 @@ class MessageStore:
     ) -> list[tuple[int, int]]:
         """Copy messages; returns (source UID, new UID) pairs for COPYUID (RFC 4315)."""
         async with self.database.write() as session, session.begin():
-            mapping, changes = await self._copy(session, source_folder_id, uids, target_folder_id)
+            pending: PendingKeys = []
+            mapping, changes = await self._copy(
+                session, source_folder_id, uids, target_folder_id, pending
+            )
             await self.hub.stage(session, changes)
+            await self.keys.put_data_keys(pending)
         self.hub.committed(changes)
         return mapping
 
@@ -793,11 +822,18 @@ class MessageStore:
     ) -> list[tuple[int, int]]:
         """Copy then expunge the sources, atomically (RFC 6851 §3.1)."""
         async with self.database.write() as session, session.begin():
-            mapping, changes = await self._copy(session, source_folder_id, uids, target_folder_id)
+            pending: PendingKeys = []
+            mapping, changes = await self._copy(
+                session, source_folder_id, uids, target_folder_id, pending
+            )
             moved = [source for source, _new in mapping]
-            _expunged, expunge_changes = await self._expunge(session, source_folder_id, moved, None)
+            _expunged, orphans, expunge_changes = await self._expunge(
+                session, source_folder_id, moved, None
+            )
             changes += expunge_changes
             await self.hub.stage(session, changes)
+            await self.keys.put_data_keys(pending)
+        await self.keys.delete_data_keys(orphans)
         self.hub.committed(changes)
         return mapping
 
@@ -807,6 +843,7 @@ class MessageStore:
         source_folder_id: int,
         uids: Sequence[int],
         target_folder_id: int,
+        pending: PendingKeys,
     ) -> tuple[list[tuple[int, int]], list[Change]]:
         source = await session.get(Folder, source_folder_id)
         target = await session.get(Folder, target_folder_id)
@@ -827,7 +864,9 @@ class MessageStore:
         for offset, row in enumerate(rows):
             message_id = row.message_id
             if not same_mailbox:
-                message_id = await self._reencrypt(session, row.message_id, target.mailbox_id)
+                message_id = await self._reencrypt(
+                    session, row.message_id, target.mailbox_id, pending
+                )
             new_uid = first_uid + offset
             await session.execute(
                 insert(FolderEntry).values(
@@ -844,7 +883,11 @@ class MessageStore:
         return mapping, [Change(target.mailbox_id, target_folder_id, modseq, "append")]
 
     async def _reencrypt(
-        self, session: AsyncSession, message_id: uuid.UUID, target_mailbox_id: int
+        self,
+        session: AsyncSession,
+        message_id: uuid.UUID,
+        target_mailbox_id: int,
+        pending: PendingKeys,
     ) -> uuid.UUID:
         """A copy into another mailbox (an ORG box) is sealed again under that box's key."""
         message = await session.get(Message, message_id)
@@ -852,11 +895,16 @@ class MessageStore:
         target = await session.get(Mailbox, target_mailbox_id)
         if message is None or owner is None or target is None or target.state != "active":
             raise NotFound("message or target mailbox does not exist")
+        wrapped = message.wrapped_key
+        if wrapped is None:
+            wrapped = (await self.keys.data_keys([message.id])).get(message.id)
+        if wrapped is None:
+            raise crypto.DecryptionError("this message's data key has been deleted (shredded)")
         header, body = crypto.open_message(
             await self.keys.get(owner.key_id),
             owner.id,
             message.id,
-            message.wrapped_key,
+            wrapped,
             message.header_ct,
             message.body_ct,
         )
@@ -865,11 +913,12 @@ class MessageStore:
         sealed = crypto.seal_message(
             await self.keys.get(target.key_id), target.id, new_id, header, body
         )
+        pending.append((target.id, new_id, sealed.wrapped_key))
         session.add(
             Message(
                 id=new_id,
                 mailbox_id=target.id,
-                wrapped_key=sealed.wrapped_key,
+                wrapped_key=None,
                 header_ct=sealed.header_ct,
                 body_ct=sealed.body_ct,
                 size=message.size,
@@ -882,11 +931,16 @@ class MessageStore:
     async def expunge(self, folder_id: int, uids: Sequence[int] | None = None) -> list[int]:
         """Remove messages flagged \\Deleted (only among `uids` when given, as UID EXPUNGE).
 
-        A message no longer in any folder loses its row and its data key at once.
+        A message no longer in any folder loses its row and, right after the commit, its
+        data key in the key store: every copy of the message store is then unreadable for it.
         """
         async with self.database.write() as session, session.begin():
-            expunged, changes = await self._expunge(session, folder_id, uids, "\\Deleted")
+            expunged, orphans, changes = await self._expunge(session, folder_id, uids, "\\Deleted")
             await self.hub.stage(session, changes)
+        # After the commit: a key deleted before a commit that then failed would leave a
+        # message in its folder that nothing opens. A crash between the two leaves an
+        # orphan key, which `sweep_orphan_keys` deletes.
+        await self.keys.delete_data_keys(orphans)
         self.hub.committed(changes)
         return expunged
 
@@ -896,7 +950,7 @@ class MessageStore:
         folder_id: int,
         uids: Sequence[int] | None,
         required_flag: str | None,
-    ) -> tuple[list[int], list[Change]]:
+    ) -> tuple[list[int], list[uuid.UUID], list[Change]]:
         folder = await session.get(Folder, folder_id)
         if folder is None:
             raise NotFound(f"no folder with id {folder_id}")
@@ -909,7 +963,7 @@ class MessageStore:
             if required_flag is None or required_flag in decode_flags(row.flags)
         ]
         if not rows:
-            return [], []
+            return [], [], []
         modseq = await self._bump_modseq(session, folder_id)
         expunged = [row.uid for row in rows]
         message_ids = [row.message_id for row in rows]
@@ -919,13 +973,17 @@ class MessageStore:
             )
         )
         session.add_all(Expunged(folder_id=folder_id, uid=uid, modseq=modseq) for uid in expunged)
-        await self._drop_orphans(session, message_ids)
-        return expunged, [Change(folder.mailbox_id, folder_id, modseq, "expunge")]
+        orphans = await self._drop_orphans(session, message_ids)
+        return expunged, orphans, [Change(folder.mailbox_id, folder_id, modseq, "expunge")]
 
     @staticmethod
-    async def _drop_orphans(session: AsyncSession, message_ids: Sequence[uuid.UUID]) -> None:
+    async def _drop_orphans(
+        session: AsyncSession, message_ids: Sequence[uuid.UUID]
+    ) -> list[uuid.UUID]:
+        """Delete the messages no folder entry refers to any more (a COPY within a mailbox
+        shares one message); returns them, for their data keys to be deleted."""
         if not message_ids:
-            return
+            return []
         await session.flush()
         still_used = set(
             await session.scalars(
@@ -935,3 +993,58 @@ class MessageStore:
         orphans = [m for m in set(message_ids) if m not in still_used]
         if orphans:
             await session.execute(delete(Message).where(Message.id.in_(orphans)))
+        return orphans
+
+    # -- data keys: moving them out of old rows, sweeping orphans ----------------------------
+
+    async def move_data_keys(self) -> int:
+        """Move the data keys of messages stored by earlier versions from their rows into
+        the key store, in batches; safe to interrupt and run again. Returns how many moved.
+
+        A copy of the message store taken before the move still holds those keys: it is
+        shredded for a message only by its mailbox's deletion, or when it is discarded.
+        """
+        moved = 0
+        while True:
+            async with self.database.read() as session:
+                rows = (
+                    await session.execute(
+                        select(Message.mailbox_id, Message.id, Message.wrapped_key)
+                        .where(Message.wrapped_key.is_not(None))
+                        .order_by(Message.id)
+                        .limit(KEY_MOVE_BATCH)
+                    )
+                ).all()
+            if not rows:
+                return moved
+            ids = [row.id for row in rows]
+            # A run interrupted after the key-store commit already wrote some of these.
+            present = await self.keys.data_keys(ids)
+            await self.keys.put_data_keys(
+                [(r.mailbox_id, r.id, r.wrapped_key) for r in rows if r.id not in present]
+            )
+            async with self.database.write() as session, session.begin():
+                await session.execute(
+                    update(Message)
+                    .where(Message.id.in_(ids))
+                    .values(wrapped_key=None)
+                    .execution_options(synchronize_session=False)
+                )
+            moved += len(rows)
+
+    async def sweep_orphan_keys(self, now: datetime | None = None) -> int:
+        """Delete data keys whose message is not in the message store: left by a group
+        whose commit failed, or by a crash between an expunge's commit and its key
+        deletion. Keys younger than `ORPHAN_KEY_GRACE` may belong to a commit under way
+        and are left alone."""
+        older_than = (now or utcnow()) - ORPHAN_KEY_GRACE
+        after: uuid.UUID | None = None
+        swept = 0
+        while True:
+            page = await self.keys.data_key_page(after, older_than)
+            if not page:
+                return swept
+            async with self.database.read() as session:
+                present = set(await session.scalars(select(Message.id).where(Message.id.in_(page))))
+            swept += await self.keys.delete_data_keys(m for m in page if m not in present)
+            after = page[-1]

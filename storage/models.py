@@ -137,7 +137,8 @@ class Message(MessageBase):
     mailbox_id: Mapped[int] = mapped_column(
         ForeignKey("mailboxes.id", ondelete="CASCADE"), index=True
     )
-    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # Only for messages stored before the key store held data keys (until moved there).
+    wrapped_key: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
     header_ct: Mapped[bytes] = mapped_column(LargeBinary)
     body_ct: Mapped[bytes] = mapped_column(LargeBinary)
     size: Mapped[int] = mapped_column(BigInteger)
@@ -214,6 +215,18 @@ class MailboxKey(KeyStoreBase):
     wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     rewrapped_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class MessageKey(KeyStoreBase):
+    """A message's data key, wrapped by its mailbox key. Deleting the row shreds the
+    message in every copy of the message store (which holds only ciphertext)."""
+
+    __tablename__ = "message_keys"
+
+    message_id: Mapped[uuid.UUID] = mapped_column(Uuid(), primary_key=True)
+    mailbox_id: Mapped[int] = mapped_column(BigInteger, index=True)
+    wrapped_key: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 # -- the trust space (the `directory` package's tables) -------------------------------

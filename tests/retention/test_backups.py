@@ -1,15 +1,12 @@
-"""What a copy of the message database (a backup, a dump) taken before a purge can still
-give back afterwards. The key store is a separate database, not part of that copy.
+"""What a copy of the message database (a backup, a dump) taken before a deletion can
+still give back afterwards. The key store is a separate database, not part of that copy.
 
 - Whole-mailbox deletion (closure) deletes the mailbox key first: every message of the
-  copy is then unreadable. That is crypto-shredding, and it holds against any copy.
-- A ten-year purge deletes single messages. Each message's data key exists only wrapped
-  in the message's own row, so the live database can never read it again; but a copy
-  taken before the purge still holds that row, and its wrapped data key opens with the
-  mailbox key for as long as the mailbox key exists. A copy is therefore only defeated
-  for single messages once it is itself discarded (backups of the message store must be
-  kept for less time than the purge granularity matters to you) or once the whole
-  mailbox is deleted. Both facts are tested here, exactly as they are.
+  copy is then unreadable.
+- A ten-year purge and a user's expunge delete single messages. Each message's data key
+  lives in the key store (`message_keys`), not in the message row, and goes with the
+  message: the copy still holds the ciphertext, but nothing that opens it, while the
+  mailbox key lives on for the mailbox's other messages.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ from sqlalchemy import select
 from retention.jobs import RetentionJobs
 from retention.lifecycle import Lifecycle
 from retention.policy import RetentionPolicy, add_months
-from storage import crypto
 from storage.crypto import DecryptionError
 from storage.db import Database, open_database
 from storage.keystore import KeyStore, MasterKeySource
@@ -103,40 +99,68 @@ async def test_a_deleted_mailbox_cannot_be_read_from_a_copy_taken_before(
         assert await session.get(Message, for_alice.message_id) is not None
     with pytest.raises(DecryptionError):  # …but no key opens them any more
         await live.keystore.get(alice.key_id)
+    assert await live.keystore.data_keys([for_alice.message_id]) == {}
     assert b"for bob" in await backup.read(for_bob.folder_id, for_bob.uid)
 
 
-async def test_a_purged_message_stays_in_an_earlier_copy_only_while_its_mailbox_key_exists(
+async def test_a_purged_message_cannot_be_read_from_a_copy_taken_before(
     live: Live, databases: DatabasePair, tmp_path: Path, copy_of: list[MessageStore]
 ) -> None:
     alice = await live.store.create_mailbox(f"alice@{DOMAIN}", "PER")
     old = await deliver(live.store, alice, "ten years old", T0)
+    recent = await deliver(live.store, alice, "still kept", add_months(T0, 60))
     backup = await take_copy(live, databases, tmp_path, copy_of)
+    assert b"ten years old" in await backup.read(old.folder_id, old.uid)
     jobs = RetentionJobs(live.store, POLICY, domain=DOMAIN)
-    after_ten_years = add_months(T0, 120).replace(day=16)
 
-    assert (await jobs.run(after_ten_years)).messages == 1
+    assert (await jobs.run(add_months(T0, 120).replace(day=16))).messages == 1
 
-    # The live database no longer holds the row, so neither the message nor its data key.
-    async with live.database.read() as session:
-        assert await session.get(Message, old.message_id) is None
-    # The copy still holds the row with its wrapped data key, and while the mailbox key
-    # exists that data key unwraps and the message reads: a single-message purge does
-    # not reach into copies taken before it.
+    # The copy still holds the row, but the row holds no key: the data key was in the
+    # key store, and is gone from it while the mailbox key lives on.
     async with backup.database.read() as session:
         row = await session.scalar(select(Message).where(Message.id == old.message_id))
-    assert row is not None
-    mailbox_key = await live.keystore.get(alice.key_id)
-    crypto.unwrap_data_key(mailbox_key, alice.id, old.message_id, row.wrapped_key)
-    assert b"ten years old" in await backup.read(old.folder_id, old.uid)
-
-    # Once the mailbox key is gone (the mailbox closed and deleted), the copy's row is
-    # ciphertext for good.
-    await Lifecycle(live.database, POLICY).close(
-        alice.address, "deletion", actor="t", now=after_ten_years
-    )
-    assert (await jobs.run(add_months(after_ten_years, 3))).deleted == [alice.address]
-    with pytest.raises(DecryptionError):
-        await live.keystore.get(alice.key_id)
+    assert row is not None and row.wrapped_key is None
+    assert await live.keystore.data_keys([old.message_id]) == {}
+    await live.keystore.get(alice.key_id)
     with pytest.raises(DecryptionError):
         await backup.read(old.folder_id, old.uid)
+    assert b"still kept" in await backup.read(recent.folder_id, recent.uid)
+
+
+async def test_an_expunged_message_cannot_be_read_from_a_copy_taken_before(
+    live: Live, databases: DatabasePair, tmp_path: Path, copy_of: list[MessageStore]
+) -> None:
+    alice = await live.store.create_mailbox(f"alice@{DOMAIN}", "PER")
+    gone = await deliver(live.store, alice, "to be expunged", T0)
+    kept = await deliver(live.store, alice, "kept", T0)
+    await live.store.store_flags(gone.folder_id, [gone.uid], "add", ["\\Deleted"])
+    backup = await take_copy(live, databases, tmp_path, copy_of)
+
+    assert await live.store.expunge(gone.folder_id) == [gone.uid]
+
+    assert await live.keystore.data_keys([gone.message_id]) == {}
+    with pytest.raises(DecryptionError):
+        await backup.read(gone.folder_id, gone.uid)
+    assert b"kept" in await backup.read(kept.folder_id, kept.uid)
+
+
+async def test_a_message_copied_within_its_mailbox_keeps_its_key_until_its_last_entry_goes(
+    live: Live, databases: DatabasePair, tmp_path: Path, copy_of: list[MessageStore]
+) -> None:
+    alice = await live.store.create_mailbox(f"alice@{DOMAIN}", "PER")
+    message = await deliver(live.store, alice, "filed twice", T0)
+    archive = await live.store.folder(alice.id, "Archive")
+    ((_source, archived_uid),) = await live.store.copy(message.folder_id, [message.uid], archive.id)
+    await live.store.store_flags(message.folder_id, [message.uid], "add", ["\\Deleted"])
+    await live.store.expunge(message.folder_id)
+    # One ciphertext, one key, shared by both folders: the Archive entry still reads.
+    assert list(await live.keystore.data_keys([message.message_id])) == [message.message_id]
+    assert b"filed twice" in await live.store.read(archive.id, archived_uid)
+    backup = await take_copy(live, databases, tmp_path, copy_of)
+
+    await live.store.store_flags(archive.id, [archived_uid], "add", ["\\Deleted"])
+    await live.store.expunge(archive.id)
+
+    assert await live.keystore.data_keys([message.message_id]) == {}
+    with pytest.raises(DecryptionError):
+        await backup.read(archive.id, archived_uid)

@@ -143,12 +143,14 @@ async def test_an_expunged_message_loses_its_row_and_data_key_at_once(
     appended = await deliver(store, alice, "to delete", T0)
     async with store.database.read() as session:
         row = await session.get(Message, appended.message_id)
-        assert row is not None and row.wrapped_key  # the wrapped data key lives in the row
+        assert row is not None and row.wrapped_key is None  # the data key is in the key store
+    assert list(await store.keys.data_keys([appended.message_id])) == [appended.message_id]
 
     await store.store_flags(appended.folder_id, [appended.uid], "add", ["\\Deleted"])
     assert await store.expunge(appended.folder_id) == [appended.uid]
 
     assert not await message_exists(store, appended.message_id)
+    assert await store.keys.data_keys([appended.message_id]) == {}
 
 
 async def test_imap_sessions_watching_the_mailbox_learn_of_the_purge(
