@@ -84,6 +84,13 @@ def db_upgrade(data_dir: Path) -> None:
     for target in ("messages", "keystore"):
         click.echo(f"{target}: at revision {migrate.head_revision(target)}")
 
+    async def move_keys(runtime: Runtime) -> None:
+        moved = await runtime.store.move_data_keys()
+        if moved:
+            click.echo(f"{moved} data keys moved from the message store to the key store")
+
+    with_runtime(settings, move_keys)
+
 
 @main.group()
 def keys() -> None:

@@ -37,7 +37,7 @@ from storage.crypto import MasterKeyring
 from storage.db import open_database
 from storage.keystore import KeyStore, MasterKeySource
 from storage.messages import AppendTarget, MessageStore
-from storage.models import Folder, FolderEntry, Message
+from storage.models import Folder, FolderEntry, Message, MessageKey
 from storage.notify import ChangeHub
 from tests.databases import Provisioner, backends
 
@@ -65,10 +65,10 @@ def fake_rows(
     start: datetime,
     inboxes: list[tuple[int, int]],
     uids: dict[int, int],
-) -> tuple[list[dict[str, object]], list[dict[str, object]]]:
+) -> tuple[list[dict[str, object]], list[dict[str, object]], list[dict[str, object]]]:
     """Rows `first`..`first + count` of `total` arriving evenly over a year from `start`,
     in arrival order (as the store writes them), each to a random mailbox."""
-    messages, entries = [], []
+    messages, entries, keys = [], [], []
     step = timedelta(days=365) / total
     for n in range(first, first + count):
         mailbox_id, folder_id = random.choice(inboxes)
@@ -79,11 +79,19 @@ def fake_rows(
             {
                 "id": message_id,
                 "mailbox_id": mailbox_id,
-                "wrapped_key": os.urandom(60),
+                "wrapped_key": None,  # in the key store, as the store writes them
                 "header_ct": os.urandom(300),
                 "body_ct": os.urandom(700),
                 "size": 1000,
                 "received_at": received,
+            }
+        )
+        keys.append(
+            {
+                "message_id": message_id,
+                "mailbox_id": mailbox_id,
+                "wrapped_key": os.urandom(60),
+                "created_at": received,
             }
         )
         entries.append(
@@ -97,7 +105,7 @@ def fake_rows(
                 "size": 1000,
             }
         )
-    return messages, entries
+    return messages, entries, keys
 
 
 async def run(backend: str, workdir: Path) -> None:
@@ -117,7 +125,9 @@ async def run(backend: str, workdir: Path) -> None:
         for start, total in ((EXPIRED_FROM, EXPIRED), (YOUNG_FROM, YOUNG)):
             for done in range(0, total, INSERT_CHUNK):
                 count = min(INSERT_CHUNK, total - done)
-                rows, entries = fake_rows(done, count, total, start, inboxes, uids)
+                rows, entries, keys = fake_rows(done, count, total, start, inboxes, uids)
+                async with keys_db.write() as session, session.begin():
+                    await session.execute(insert(MessageKey), keys)
                 async with messages_db.write() as session, session.begin():
                     await session.execute(insert(Message), rows)
                     await session.execute(insert(FolderEntry), entries)
