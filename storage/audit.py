@@ -70,6 +70,22 @@ async def record(
     return entry
 
 
+async def append(
+    database: Database,
+    *,
+    actor: str,
+    action: str,
+    target: str = "",
+    details: Mapping[str, Any] | None = None,
+    outcome: str = "ok",
+) -> None:
+    """Append one record in a transaction of its own (an access, not part of a change)."""
+    async with database.write() as session, session.begin():
+        await record(
+            session, actor=actor, action=action, target=target, details=details, outcome=outcome
+        )
+
+
 async def records(
     database: Database,
     *,

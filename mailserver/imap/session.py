@@ -75,6 +75,7 @@ from mailserver.imap.wire import (
     render_astring,
     render_sequence,
 )
+from storage import audit
 from storage.messages import (
     AppendTarget,
     Conflict,
@@ -160,6 +161,7 @@ class ImapSession:
         self.pending = b""
         self.user: MailboxInfo | None = None
         self.selected: SelectedView | None = None
+        self.selected_owner = ""  # the address of the mailbox the selected folder is in
         self.enabled: set[str] = set()
         self.saved: frozenset[int] = frozenset()
         self.deflate: Deflate | None = None
@@ -753,7 +755,17 @@ class ImapSession:
                 await self._vanished(missed.vanished, earlier=True)
                 for msn, entry in missed.changed:
                     await self.untagged(msn, Atom("FETCH"), self._flags_item(entry))
+        # MISSION: every access to a mailbox goes to the audit trail (the patient's
+        # access page reads it); what was opened, never what it holds.
+        await audit.append(
+            self.store.database,
+            actor=self.actor,
+            action="mailbox.open",
+            target=place.mailbox.address,
+            details={"folder": place.folder, "read_only": read_only, "via": "imap"},
+        )
         self.selected = view
+        self.selected_owner = place.mailbox.address
         return (
             "READ-ONLY" if read_only else "READ-WRITE"
         ), f"{type(command).__name__.upper()} completed"
@@ -911,6 +923,32 @@ class ImapSession:
 
     # -- SEARCH --------------------------------------------------------------------------
 
+    @property
+    def actor(self) -> str:
+        assert self.user is not None
+        return self.user.address
+
+    async def read_content(
+        self, uids: Sequence[int], *, header_only: bool = False
+    ) -> dict[int, bytes]:
+        """Decrypt messages of the selected folder, the access written to the audit trail
+        first (MISSION: patients see every access to their data)."""
+        view = self.selected
+        assert view is not None
+        await audit.append(
+            self.store.database,
+            actor=self.actor,
+            action="message.read",
+            target=self.selected_owner,
+            details={
+                "folder": view.folder.name,
+                "uids": SequenceSet.from_numbers(list(uids)).encode().value.decode(),
+                "part": "header" if header_only else "message",
+                "via": "imap",
+            },
+        )
+        return await self.store.read_many(view.folder_id, uids, header_only=header_only)
+
     async def candidates(self, with_content: bool, *, with_body: bool = True) -> list[Candidate]:
         """Every message of the selected folder; decrypted when the search needs it, and
         then only the header section unless the body is searched too."""
@@ -920,8 +958,8 @@ class ImapSession:
         if with_content:
             for start in range(0, len(found), FETCH_BATCH):
                 batch = found[start : start + FETCH_BATCH]
-                raw = await self.store.read_many(
-                    view.folder_id, [x.entry.uid for x in batch], header_only=not with_body
+                raw = await self.read_content(
+                    [x.entry.uid for x in batch], header_only=not with_body
                 )
                 for item in batch:
                     item.message = ParsedMessage(raw[item.entry.uid])
@@ -943,9 +981,7 @@ class ImapSession:
         bare = [item for item in matched if item.message is None] if headers else []
         for start in range(0, len(bare), FETCH_BATCH):
             batch = bare[start : start + FETCH_BATCH]
-            raw = await self.store.read_many(
-                view.folder_id, [x.entry.uid for x in batch], header_only=True
-            )
+            raw = await self.read_content([x.entry.uid for x in batch], header_only=True)
             for item in batch:
                 item.message = ParsedMessage(raw[item.entry.uid])
         return matched
@@ -1036,7 +1072,7 @@ class ImapSession:
             batch = chosen[start : start + FETCH_BATCH]
             raw: dict[int, bytes] = {}
             if content:
-                raw = await self.store.read_many(view.folder_id, [u for _m, u in batch])
+                raw = await self.read_content([u for _m, u in batch])
             if sets_seen:
                 unseen = [u for _m, u in batch if "\\Seen" not in view.entries[u].flags]
                 if unseen:

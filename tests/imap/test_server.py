@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import imaplib
+import json
 import re
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +14,7 @@ from typing import TypeVar
 import aioimaplib
 import pytest
 
+from storage import audit
 from storage.messages import AppendTarget
 from tests.databases import DatabasePair
 from tests.smtp.conftest import PASSWORD, Node, start_node
@@ -282,3 +284,31 @@ async def test_condstore_unchangedsince_and_changedsince(node: Node) -> None:
         imap.logout()
 
     await in_thread(session)
+
+
+async def test_opening_a_folder_and_reading_a_message_are_in_the_audit_trail(node: Node) -> None:
+    await deliver(node, ALICE)
+    await deliver(node, ALICE, LETTER.replace(b"examen normal", b"examen anormal"))
+
+    def session() -> None:
+        imap = imaplib.IMAP4_SSL("127.0.0.1", node.ports["imaps"], ssl_context=context(node))
+        imap.login(ALICE, PASSWORD)
+        imap.select("INBOX", readonly=True)
+        imap.uid("FETCH", "1:2", "(FLAGS RFC822.SIZE)")  # metadata only: no access to content
+        imap.uid("FETCH", "2", "(BODY.PEEK[])")
+        imap.search(None, "SUBJECT", "Compte-rendu")
+        imap.logout()
+
+    before = await audit.records(node.runtime.messages_db, newest=True, limit=1)
+    await in_thread(session)
+    after_id = before[0].id if before else 0
+    trail = await audit.records(node.runtime.messages_db, after_id=after_id, limit=100)
+    accesses = [(r.actor, r.action, r.target, json.loads(r.details)) for r in trail]
+    inbox = {"folder": "INBOX", "via": "imap"}
+    assert accesses == [
+        (ALICE, "mailbox.open", ALICE, {**inbox, "read_only": True}),
+        (ALICE, "message.read", ALICE, {**inbox, "uids": "2", "part": "message"}),
+        (ALICE, "message.read", ALICE, {**inbox, "uids": "1:2", "part": "header"}),
+    ]
+    assert not any(b"examen" in r.details.encode() for r in trail)  # never content
+    assert (await audit.verify(node.runtime.messages_db)).ok
