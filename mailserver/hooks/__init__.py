@@ -1,0 +1,1 @@
+"""Delivery hooks: what happens to a message once it is stored."""
