@@ -613,32 +613,29 @@ def _add_name(parent: ET.Element, value: str) -> None:
     _sub(_sub(parent, "Name"), "LocalizedString", value=value, charset="UTF-8")
 
 
-def _add_code(parent: ET.Element, scheme: str, owner: str, code: Code, n: list[int]) -> None:
+def _add_classification(
+    parent: ET.Element, scheme: str, owner: str, node: str, n: list[int]
+) -> ET.Element:
     n[0] += 1
-    element = _sub(
+    return _sub(
         parent,
         "Classification",
         id=f"cl{n[0]:02d}",
         classificationScheme=scheme,
         classifiedObject=owner,
-        nodeRepresentation=code.code,
+        nodeRepresentation=node,
         objectType=OBJECT_REF_CLASSIFICATION,
     )
+
+
+def _add_code(parent: ET.Element, scheme: str, owner: str, code: Code, n: list[int]) -> None:
+    element = _add_classification(parent, scheme, owner, code.code, n)
     _add_slot(element, "codingScheme", code.scheme)
     _add_name(element, code.display)
 
 
 def _add_author(parent: ET.Element, scheme: str, owner: str, author: str, n: list[int]) -> None:
-    n[0] += 1
-    element = _sub(
-        parent,
-        "Classification",
-        id=f"cl{n[0]:02d}",
-        classificationScheme=scheme,
-        classifiedObject=owner,
-        nodeRepresentation="",
-        objectType=OBJECT_REF_CLASSIFICATION,
-    )
+    element = _add_classification(parent, scheme, owner, "", n)
     _add_slot(element, "authorPerson", author)
 
 
