@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -58,6 +58,17 @@ PendingKeys = list[tuple[int, uuid.UUID, bytes]]
 # A data key younger than this may belong to a group whose commit is still under way.
 ORPHAN_KEY_GRACE = timedelta(hours=1)
 KEY_MOVE_BATCH = 500
+
+
+def _data_key(
+    message_id: uuid.UUID, in_row: bytes | None, in_key_store: Mapping[uuid.UUID, bytes]
+) -> bytes:
+    """A message's wrapped data key: in its row (stored by an earlier version, not yet
+    moved) or in the key store; neither means the message has been shredded."""
+    wrapped = in_row if in_row is not None else in_key_store.get(message_id)
+    if wrapped is None:
+        raise crypto.DecryptionError("this message's data key has been deleted (shredded)")
+    return wrapped
 
 
 class StoreError(Exception):
@@ -741,9 +752,7 @@ class MessageStore:
         found: dict[int, bytes] = {}
         for row in rows:
             uid, message_id, owner_id = row[0], row[1], row[2]
-            wrapped = row[3] if row[3] is not None else in_key_store.get(message_id)
-            if wrapped is None:
-                raise crypto.DecryptionError("this message's data key has been deleted (shredded)")
+            wrapped = _data_key(message_id, row[3], in_key_store)
             header, body = crypto.open_message(
                 key, owner_id, message_id, wrapped, row[4], None if header_only else row[5]
             )
@@ -895,11 +904,10 @@ class MessageStore:
         target = await session.get(Mailbox, target_mailbox_id)
         if message is None or owner is None or target is None or target.state != "active":
             raise NotFound("message or target mailbox does not exist")
-        wrapped = message.wrapped_key
-        if wrapped is None:
-            wrapped = (await self.keys.data_keys([message.id])).get(message.id)
-        if wrapped is None:
-            raise crypto.DecryptionError("this message's data key has been deleted (shredded)")
+        in_key_store = (
+            {} if message.wrapped_key is not None else await self.keys.data_keys([message.id])
+        )
+        wrapped = _data_key(message.id, message.wrapped_key, in_key_store)
         header, body = crypto.open_message(
             await self.keys.get(owner.key_id),
             owner.id,

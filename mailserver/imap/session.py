@@ -928,13 +928,13 @@ class ImapSession:
         assert self.user is not None
         return self.user.address
 
-    async def read_content(
-        self, uids: Sequence[int], *, header_only: bool = False
-    ) -> dict[int, bytes]:
-        """Decrypt messages of the selected folder, the access written to the audit trail
-        first (MISSION: patients see every access to their data)."""
+    async def record_read(self, uids: Sequence[int], *, header_only: bool = False) -> None:
+        """Write one command's access to content to the audit trail, before any of it is
+        decrypted (MISSION: patients see every access to their data)."""
         view = self.selected
         assert view is not None
+        if not uids:
+            return
         await audit.append(
             self.store.database,
             actor=self.actor,
@@ -947,7 +947,6 @@ class ImapSession:
                 "via": "imap",
             },
         )
-        return await self.store.read_many(view.folder_id, uids, header_only=header_only)
 
     async def candidates(self, with_content: bool, *, with_body: bool = True) -> list[Candidate]:
         """Every message of the selected folder; decrypted when the search needs it, and
@@ -956,10 +955,11 @@ class ImapSession:
         assert view is not None
         found = [Candidate(m, view.entries[u]) for m, u in enumerate(view.uids, 1)]
         if with_content:
+            await self.record_read(view.uids, header_only=not with_body)
             for start in range(0, len(found), FETCH_BATCH):
                 batch = found[start : start + FETCH_BATCH]
-                raw = await self.read_content(
-                    [x.entry.uid for x in batch], header_only=not with_body
+                raw = await self.store.read_many(
+                    view.folder_id, [x.entry.uid for x in batch], header_only=not with_body
                 )
                 for item in batch:
                     item.message = ParsedMessage(raw[item.entry.uid])
@@ -979,9 +979,12 @@ class ImapSession:
             if evaluator.matches(key, item)
         ]
         bare = [item for item in matched if item.message is None] if headers else []
+        await self.record_read([item.entry.uid for item in bare], header_only=True)
         for start in range(0, len(bare), FETCH_BATCH):
             batch = bare[start : start + FETCH_BATCH]
-            raw = await self.read_content([x.entry.uid for x in batch], header_only=True)
+            raw = await self.store.read_many(
+                view.folder_id, [x.entry.uid for x in batch], header_only=True
+            )
             for item in batch:
                 item.message = ParsedMessage(raw[item.entry.uid])
         return matched
@@ -1068,11 +1071,13 @@ class ImapSession:
             or a in (FetchItem.RFC822, FetchItem.RFC822_TEXT)
             for a in attributes
         )
+        if content:
+            await self.record_read([u for _m, u in chosen])
         for start in range(0, len(chosen), FETCH_BATCH):
             batch = chosen[start : start + FETCH_BATCH]
             raw: dict[int, bytes] = {}
             if content:
-                raw = await self.read_content([u for _m, u in batch])
+                raw = await self.store.read_many(view.folder_id, [u for _m, u in batch])
             if sets_seen:
                 unseen = [u for _m, u in batch if "\\Seen" not in view.entries[u].flags]
                 if unseen:

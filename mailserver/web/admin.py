@@ -518,8 +518,9 @@ async def _patient_or_404(call: Call) -> PatientInfo:
 async def get_patient(call: Call) -> Content:
     patient = await _patient_or_404(call)
     # MISSION: patients see every access to their data; reading their identity is one.
-    async with call.runtime.messages_db.write() as session, session.begin():
-        await audit.record(session, actor=call.actor, action="patient.read", target=patient.address)
+    await audit.append(
+        call.runtime.messages_db, actor=call.actor, action="patient.read", target=patient.address
+    )
     return _patient(patient)
 
 
@@ -708,15 +709,14 @@ def _endpoint(
             ).response()
         if token.role not in op.roles:
             log.warning("denied %s %s to %s (%s)", op.method, op.path, token.actor, token.role)
-            async with runtime.messages_db.write() as session, session.begin():
-                await audit.record(
-                    session,
-                    actor=token.actor,
-                    action="admin.denied",
-                    target=f"{request.method} {request.url.path}",
-                    details={"role": token.role, "operation": op.operation_id},
-                    outcome="denied",
-                )
+            await audit.append(
+                runtime.messages_db,
+                actor=token.actor,
+                action="admin.denied",
+                target=f"{request.method} {request.url.path}",
+                details={"role": token.role, "operation": op.operation_id},
+                outcome="denied",
+            )
             return Problem(
                 403,
                 "Forbidden",
